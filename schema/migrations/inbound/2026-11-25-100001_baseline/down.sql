@@ -1,0 +1,1 @@
+-- The baseline is the shape legacy files already have: it is never rolled back.

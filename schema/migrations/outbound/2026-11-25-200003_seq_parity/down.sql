@@ -1,0 +1,2 @@
+DROP TRIGGER IF EXISTS messages_out_seq_odd_insert;
+DROP TRIGGER IF EXISTS messages_out_seq_odd_update;
