@@ -100,6 +100,7 @@ struct JournalModeRow {
 }
 
 #[derive(QueryableByName)]
+#[allow(dead_code)] // read only to force SQLite to touch the file
 struct CountRow {
     #[diesel(sql_type = BigInt)]
     n: i64,
@@ -216,19 +217,23 @@ impl DbFile {
                     Some(FileHeader::Empty) => info.created = true,
                     Some(_) => {}
                 }
-                file_uri(path, if create { "rwc" } else { "rw" }).map_err(|source| {
-                    DbError::Io {
-                        at: self.at(op),
-                        source,
-                    }
+                file_uri(path, if create { "rwc" } else { "rw" }).map_err(|source| DbError::Io {
+                    at: self.at(op),
+                    source,
                 })?
             }
             Location::MemDb(name) => format!("file:/{name}?vfs=memdb"),
         };
         let mut conn = self.establish(op, &uri)?;
-        self.pragma(&mut conn, op, &format!("PRAGMA busy_timeout = {}", self.busy_timeout_ms()))?;
+        self.pragma(
+            &mut conn,
+            op,
+            &format!("PRAGMA busy_timeout = {}", self.busy_timeout_ms()),
+        )?;
         let before = self.journal_mode(&mut conn, op)?;
-        if before != "delete" && !(matches!(self.location, Location::MemDb(_)) && before == "memory") {
+        if before != "delete"
+            && !(matches!(self.location, Location::MemDb(_)) && before == "memory")
+        {
             let after: String = diesel::sql_query("PRAGMA journal_mode = DELETE")
                 .get_result::<JournalModeRow>(&mut conn)
                 .map_err(|e| self.err(op, e))?
@@ -263,7 +268,11 @@ impl DbFile {
             Location::MemDb(name) => format!("file:/{name}?vfs=memdb&mode=ro"),
         };
         let mut conn = self.establish(op, &uri)?;
-        self.pragma(&mut conn, op, &format!("PRAGMA busy_timeout = {}", self.busy_timeout_ms()))?;
+        self.pragma(
+            &mut conn,
+            op,
+            &format!("PRAGMA busy_timeout = {}", self.busy_timeout_ms()),
+        )?;
         self.pragma(&mut conn, op, "PRAGMA mmap_size = 0")?;
         self.pragma(&mut conn, op, "PRAGMA query_only = ON")?;
         // First real read: surfaces a hot journal, a corrupt header or a non-database now.
@@ -353,11 +362,20 @@ impl DbFile {
         })
     }
 
-    fn pragma(&self, conn: &mut SqliteConnection, op: &'static str, sql: &str) -> Result<(), DbError> {
+    fn pragma(
+        &self,
+        conn: &mut SqliteConnection,
+        op: &'static str,
+        sql: &str,
+    ) -> Result<(), DbError> {
         conn.batch_execute(sql).map_err(|e| self.err(op, e))
     }
 
-    fn journal_mode(&self, conn: &mut SqliteConnection, op: &'static str) -> Result<String, DbError> {
+    fn journal_mode(
+        &self,
+        conn: &mut SqliteConnection,
+        op: &'static str,
+    ) -> Result<String, DbError> {
         diesel::sql_query("PRAGMA journal_mode")
             .get_result::<JournalModeRow>(conn)
             .map(|r| r.journal_mode.to_ascii_lowercase())

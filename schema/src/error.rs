@@ -257,25 +257,27 @@ impl DbError {
 pub(crate) fn classify_message(at: At, msg: &str, busy_timeout_ms: u64) -> Option<DbError> {
     let m = msg.to_ascii_lowercase();
     let detail = msg.to_owned();
-    Some(if m.contains("database is locked") || m.contains("database table is locked") {
-        DbError::Locked {
-            at,
-            timeout_ms: busy_timeout_ms,
-        }
-    } else if m.contains("file is not a database") {
-        DbError::NotADatabase { at, detail }
-    } else if m.contains("malformed") || m.contains("corrupt") {
-        DbError::Corrupt { at, detail }
-    } else if m.contains("readonly database") || m.contains("read-only") {
-        match hot_journal(&at.path) {
-            Some(journal) => DbError::HotJournal { at, journal },
-            None => DbError::ReadOnly { at, detail },
-        }
-    } else if m.contains("database or disk is full") || m.contains("too big") {
-        DbError::DiskFull { at, detail }
-    } else {
-        return None;
-    })
+    Some(
+        if m.contains("database is locked") || m.contains("database table is locked") {
+            DbError::Locked {
+                at,
+                timeout_ms: busy_timeout_ms,
+            }
+        } else if m.contains("file is not a database") {
+            DbError::NotADatabase { at, detail }
+        } else if m.contains("malformed") || m.contains("corrupt") {
+            DbError::Corrupt { at, detail }
+        } else if m.contains("readonly database") || m.contains("read-only") {
+            match hot_journal(&at.path) {
+                Some(journal) => DbError::HotJournal { at, journal },
+                None => DbError::ReadOnly { at, detail },
+            }
+        } else if m.contains("database or disk is full") || m.contains("too big") {
+            DbError::DiskFull { at, detail }
+        } else {
+            return None;
+        },
+    )
 }
 
 /// The rollback journal next to `db`, if one is there (a hot journal when no writer holds the

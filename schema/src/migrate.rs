@@ -173,7 +173,7 @@ struct ColumnRow {
     #[diesel(sql_type = Text)]
     col_type: String,
     #[diesel(sql_type = BigInt)]
-    notnull: i64,
+    not_null: i64,
     #[diesel(sql_type = Nullable<Text>)]
     dflt_value: Option<String>,
     #[diesel(sql_type = BigInt)]
@@ -206,7 +206,7 @@ fn table_names(conn: &mut SqliteConnection) -> diesel::QueryResult<BTreeSet<Stri
 
 fn columns(conn: &mut SqliteConnection, table: &str) -> diesel::QueryResult<Vec<ColumnRow>> {
     diesel::sql_query(
-        "SELECT name, upper(type) AS col_type, \"notnull\" AS notnull, dflt_value, pk \
+        "SELECT name, upper(type) AS col_type, \"notnull\" AS not_null, dflt_value, pk \
          FROM pragma_table_info(?)",
     )
     .bind::<Text, _>(table)
@@ -229,16 +229,18 @@ pub fn read_shape(
         }
         let cols = columns(conn, &t)?
             .into_iter()
-            .map(|c| (c.name, c.col_type, c.notnull != 0, c.dflt_value, c.pk))
+            .map(|c| (c.name, c.col_type, c.not_null != 0, c.dflt_value, c.pk))
             .collect();
         shape.tables.insert(t, cols);
     }
-    for (kind, set) in [("index", &mut shape.indexes), ("trigger", &mut shape.triggers)] {
-        let rows = diesel::sql_query(
-            "SELECT name FROM sqlite_master WHERE type = ? AND sql IS NOT NULL",
-        )
-        .bind::<Text, _>(kind)
-        .load::<NameRow>(conn)?;
+    for (kind, set) in [
+        ("index", &mut shape.indexes),
+        ("trigger", &mut shape.triggers),
+    ] {
+        let rows =
+            diesel::sql_query("SELECT name FROM sqlite_master WHERE type = ? AND sql IS NOT NULL")
+                .bind::<Text, _>(kind)
+                .load::<NameRow>(conn)?;
         set.extend(rows.into_iter().map(|r| r.name));
     }
     Ok(shape)
@@ -264,8 +266,18 @@ pub fn expected_shape(kind: FileKind) -> Result<&'static Shape, String> {
 /// Tables that belong to each file in any generation (used to spot a swapped pair).
 fn own_tables(kind: FileKind) -> &'static [&'static str] {
     match kind {
-        FileKind::Inbound => &["messages_in", "delivered", "destinations", "session_routing"],
-        FileKind::Outbound => &["messages_out", "processing_ack", "session_state", "container_state"],
+        FileKind::Inbound => &[
+            "messages_in",
+            "delivered",
+            "destinations",
+            "session_routing",
+        ],
+        FileKind::Outbound => &[
+            "messages_out",
+            "processing_ack",
+            "session_state",
+            "container_state",
+        ],
     }
 }
 
@@ -276,27 +288,68 @@ fn core_columns(kind: FileKind) -> &'static [(&'static str, &'static [&'static s
             (
                 "messages_in",
                 &[
-                    "id", "seq", "kind", "timestamp", "status", "process_after", "recurrence",
-                    "tries", "platform_id", "channel_type", "thread_id", "content",
+                    "id",
+                    "seq",
+                    "kind",
+                    "timestamp",
+                    "status",
+                    "process_after",
+                    "recurrence",
+                    "tries",
+                    "platform_id",
+                    "channel_type",
+                    "thread_id",
+                    "content",
                 ],
             ),
             ("delivered", &["message_out_id", "delivered_at"]),
-            ("destinations", &["name", "display_name", "type", "channel_type", "platform_id", "agent_group_id"]),
-            ("session_routing", &["id", "channel_type", "platform_id", "thread_id"]),
+            (
+                "destinations",
+                &[
+                    "name",
+                    "display_name",
+                    "type",
+                    "channel_type",
+                    "platform_id",
+                    "agent_group_id",
+                ],
+            ),
+            (
+                "session_routing",
+                &["id", "channel_type", "platform_id", "thread_id"],
+            ),
         ],
         FileKind::Outbound => &[
             (
                 "messages_out",
                 &[
-                    "id", "seq", "in_reply_to", "timestamp", "deliver_after", "recurrence", "kind",
-                    "platform_id", "channel_type", "thread_id", "content",
+                    "id",
+                    "seq",
+                    "in_reply_to",
+                    "timestamp",
+                    "deliver_after",
+                    "recurrence",
+                    "kind",
+                    "platform_id",
+                    "channel_type",
+                    "thread_id",
+                    "content",
                 ],
             ),
-            ("processing_ack", &["message_id", "status", "status_changed"]),
+            (
+                "processing_ack",
+                &["message_id", "status", "status_changed"],
+            ),
             ("session_state", &["key", "value"]),
             (
                 "container_state",
-                &["id", "current_tool", "tool_declared_timeout_ms", "tool_started_at", "updated_at"],
+                &[
+                    "id",
+                    "current_tool",
+                    "tool_declared_timeout_ms",
+                    "tool_started_at",
+                    "updated_at",
+                ],
             ),
         ],
     }
@@ -490,7 +543,11 @@ pub fn inspect(
     // A legacy file: every table that is there must have every column of generation 0.
     for (table, cols) in core_columns(kind) {
         if let Some(have) = survey.cols.get(*table) {
-            let lacking: Vec<&str> = cols.iter().copied().filter(|c| !have.contains(*c)).collect();
+            let lacking: Vec<&str> = cols
+                .iter()
+                .copied()
+                .filter(|c| !have.contains(*c))
+                .collect();
             if !lacking.is_empty() {
                 return Err(DbError::UnrecognisedShape {
                     at: file.at(op),
@@ -531,7 +588,10 @@ pub fn check_schema(
     let kind = file.kind();
     let known = known_versions(kind);
     if let Some(missing) = known.iter().find(|v| !applied.contains(v)) {
-        if applied.iter().any(|v| known_versions(kind.other()).contains(v)) {
+        if applied
+            .iter()
+            .any(|v| known_versions(kind.other()).contains(v))
+        {
             return Err(DbError::WrongFile {
                 at: file.at(op),
                 expected: kind,
@@ -633,9 +693,11 @@ pub fn migrate(file: &DbFile, now: Timestamp, create: bool) -> Result<MigrationO
 }
 
 fn migration_error(file: &DbFile, op: &'static str, msg: &str) -> DbError {
-    classify_message(file.at(op), msg, file.busy_timeout_ms()).unwrap_or_else(|| DbError::Migration {
-        at: file.at(op),
-        detail: msg.to_string(),
+    classify_message(file.at(op), msg, file.busy_timeout_ms()).unwrap_or_else(|| {
+        DbError::Migration {
+            at: file.at(op),
+            detail: msg.to_string(),
+        }
     })
 }
 

@@ -20,7 +20,11 @@ pub struct TimestampError {
     pub text: String,
 }
 
-const SQLITE_FORMATS: &[&str] = &["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S%.f"];
+const SQLITE_FORMATS: &[&str] = &[
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M:%S%.f",
+];
 
 impl Timestamp {
     /// Wraps a chrono instant.
@@ -157,7 +161,14 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for s in ["", "now", "2026-13-01 00:00:00", "2026-04-21 25:00:00", "\0", "9999999-01-01"] {
+        for s in [
+            "",
+            "now",
+            "2026-13-01 00:00:00",
+            "2026-04-21 25:00:00",
+            "\0",
+            "9999999-01-01",
+        ] {
             assert!(Timestamp::parse(s).is_err(), "{s:?}");
         }
     }
