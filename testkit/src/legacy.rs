@@ -166,16 +166,58 @@ pub fn sample_rows_sql(kind: FileKind, g: u8, n: usize) -> String {
             for i in 0..n {
                 let seq = 2 * (i + 1);
                 let status = ["pending", "completed", "failed"][i % 3];
+                // Columns of later generations get the values upstream would have written, not
+                // their defaults, so that a migration that overwrote them would be noticed:
+                // odd rows are occurrences of the series started by `in-0`, every third row is
+                // context (trigger 0), some rows came from another session or wait for wake.
+                let mut cols = String::new();
+                let mut vals = String::new();
+                if g >= 4 {
+                    cols.push_str(", series_id");
+                    if i % 2 == 1 {
+                        vals.push_str(", 'in-0'");
+                    } else {
+                        vals.push_str(&format!(", 'in-{i}'"));
+                    }
+                }
+                if g >= 6 {
+                    cols.push_str(", trigger");
+                    vals.push_str(if i % 3 == 2 { ", 0" } else { ", 1" });
+                }
+                if g >= 7 {
+                    cols.push_str(", source_session_id");
+                    vals.push_str(if i % 4 == 3 {
+                        ", 'sess-other'"
+                    } else {
+                        ", NULL"
+                    });
+                }
+                if g >= 8 {
+                    cols.push_str(", on_wake");
+                    vals.push_str(if i % 5 == 4 { ", 1" } else { ", 0" });
+                }
                 sql.push_str(&format!(
-                    "INSERT INTO messages_in (id, seq, kind, timestamp, status, process_after, tries, platform_id, channel_type, thread_id, content) \
-                     VALUES ('in-{i}', {seq}, 'chat', '2026-04-21T12:05:{:02}.123Z', '{status}', {}, {}, 'chat-1', 'slack', 't-1', '{{\"text\":\"hello {i}\"}}');\n",
+                    "INSERT INTO messages_in (id, seq, kind, timestamp, status, process_after, tries, platform_id, channel_type, thread_id, content{cols}) \
+                     VALUES ('in-{i}', {seq}, 'chat', '2026-04-21T12:05:{:02}.123Z', '{status}', {}, {}, 'chat-1', 'slack', 't-1', '{{\"text\":\"hello {i}\"}}'{vals});\n",
                     i % 60,
                     if i % 4 == 0 { "'2026-04-21 12:00:00'".to_string() } else { "NULL".into() },
                     i % 3,
                 ));
-                sql.push_str(&format!(
-                    "INSERT INTO delivered (message_out_id, delivered_at) VALUES ('out-{i}', '2026-04-21 12:06:00');\n"
-                ));
+                if g >= 1 {
+                    // Every third delivery failed and has no platform message id.
+                    let (pmid, dstatus) = if i % 3 == 1 {
+                        ("NULL".to_string(), "failed")
+                    } else {
+                        (format!("'pm-{i}'"), "delivered")
+                    };
+                    sql.push_str(&format!(
+                        "INSERT INTO delivered (message_out_id, platform_message_id, status, delivered_at) VALUES ('out-{i}', {pmid}, '{dstatus}', '2026-04-21 12:06:00');\n"
+                    ));
+                } else {
+                    sql.push_str(&format!(
+                        "INSERT INTO delivered (message_out_id, delivered_at) VALUES ('out-{i}', '2026-04-21 12:06:00');\n"
+                    ));
+                }
             }
             if g >= 1 {
                 sql.push_str(
@@ -210,17 +252,25 @@ pub fn sample_rows_sql(kind: FileKind, g: u8, n: usize) -> String {
     sql
 }
 
-/// Rows for a legacy `session_state` of the given shape.
+/// Rows for a legacy `session_state` of the given shape. A seed-patched table holds a row
+/// written before the patch (its `updated_at` is the patch's default `''`) and one after.
 pub fn sample_session_state_sql(state: SessionStateShape) -> String {
     match state {
         SessionStateShape::NoUpdatedAt => {
-            "INSERT INTO session_state (key, value) VALUES ('sdk_session_id', 'abc');\n".into()
+            "INSERT INTO session_state (key, value) VALUES ('sdk_session_id', 'abc');\n\
+             INSERT INTO session_state (key, value) VALUES ('continuation:claude', 'xyz');\n"
+                .into()
         }
         SessionStateShape::SeedPatched => {
-            "INSERT INTO session_state (key, value) VALUES ('sdk_session_id', 'abc');\n".into()
+            "INSERT INTO session_state (key, value) VALUES ('sdk_session_id', 'abc');\n\
+             INSERT INTO session_state (key, value, updated_at) \
+             VALUES ('continuation:claude', 'xyz', '2026-04-21T12:07:00.000Z');\n"
+                .into()
         }
         SessionStateShape::Current => "INSERT INTO session_state (key, value, updated_at) \
-             VALUES ('sdk_session_id', 'abc', '2026-04-21T12:06:00.000Z');\n"
+             VALUES ('sdk_session_id', 'abc', '2026-04-21T12:06:00.000Z');\n\
+             INSERT INTO session_state (key, value, updated_at) \
+             VALUES ('continuation:claude', 'xyz', '2026-04-21T12:07:00.000Z');\n"
             .into(),
     }
 }
