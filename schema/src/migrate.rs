@@ -687,7 +687,16 @@ pub fn migrate(file: &DbFile, now: Timestamp, create: bool) -> Result<MigrationO
             outcome.applied = applied;
             Ok(outcome)
         }
-        Err(TxError::Diesel(e)) => Err(file.err(OP, e)),
+        // A failing step of adoption (a constraint the rebuilt table enforces, say) is a
+        // failed migration, rolled back: say so, unless SQLite said something more specific
+        // (locked, corrupt, disk full, ...).
+        Err(TxError::Diesel(e)) => Err(match file.err(OP, e) {
+            DbError::Query { at, source } => DbError::Migration {
+                at,
+                detail: source.to_string(),
+            },
+            typed => typed,
+        }),
         Err(TxError::Db(e)) => Err(e),
     }
 }
