@@ -1,0 +1,48 @@
+//! # xtask
+//!
+//! Operator tasks for a sessionbus data dir, run as `cargo xtask <command>` (the workspace's
+//! `.cargo/config.toml` aliases `cargo xtask` to `cargo run --package xtask --`).
+//!
+//! Each command is one module holding its clap arguments, a library-like function that does
+//! the work and returns a report (so tests can call it without parsing text), and the code
+//! that prints that report. The binary (`src/main.rs`) only parses the command line and
+//! dispatches. Commands:
+//!
+//! - [`migrate`]: bring every `inbound.db` / `outbound.db` of a data dir to this build's
+//!   schema, adopting legacy files of every generation.
+//!
+//! Later commands (demo, inspect, bench, soak, mountcheck) are added the same way: a module
+//! here and a variant of [`Command`].
+#![warn(missing_docs)]
+
+pub mod migrate;
+
+use std::process::ExitCode;
+
+/// The command line: `cargo xtask <command> [options]`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Operator tasks for sessionbus data dirs",
+    version
+)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every command of `cargo xtask`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Migrate every session's inbound.db and outbound.db to this build's schema.
+    Migrate(migrate::MigrateArgs),
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Migrate(args) => migrate::main(&args),
+    }
+}
