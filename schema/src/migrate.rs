@@ -575,13 +575,21 @@ pub fn check_schema(
         Ok(v) => v,
         Err(e) => {
             let err = file.err(op, e);
-            // A missing migrations table is "not migrated"; anything else is itself.
-            return Err(match err {
-                DbError::Query { .. } => DbError::NotMigrated {
-                    at: file.at(op),
-                    hint: hint_for(file),
-                },
-                other => other,
+            // A missing migrations table is "not migrated" (unless the file is the other one
+            // of the pair, which migrating would not fix); anything else is itself.
+            if !matches!(err, DbError::Query { .. }) {
+                return Err(err);
+            }
+            let tables = table_names(conn).map_err(|e| file.err(op, e))?;
+            if tables.contains(MIGRATIONS_TABLE) {
+                return Err(err);
+            }
+            if let Err(wrong @ DbError::WrongFile { .. }) = inspect(conn, file, op) {
+                return Err(wrong);
+            }
+            return Err(DbError::NotMigrated {
+                at: file.at(op),
+                hint: hint_for(file),
             });
         }
     };
