@@ -1,1 +1,71 @@
-//! placeholder
+//! # sessionbus-store
+//!
+//! Role-enforced access to a session's two files. The host opens a session with
+//! [`HostSession`] and gets a writer for inbound.db and a reader for outbound.db; the
+//! container opens it with [`ContainerSession`] and gets the opposite. Reader types have no
+//! write methods, and their connections are opened read-only (`mode=ro`) so that SQLite
+//! refuses writes too. Every operation opens the file, works in one transaction and closes it.
+//!
+//! The host's side:
+//!
+//! ```
+//! use sessionbus_store::{provision, HostSession, NewMessage, SessionPaths};
+//! use sessionbus_schema::SystemClock;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let paths = SessionPaths::new(dir.path().join("session"));
+//! provision(&paths, None, &SystemClock).unwrap();
+//!
+//! let host = HostSession::open(&paths.dir);
+//! let written = host.inbound().write_message(&NewMessage::chat("m1", "hello")).unwrap();
+//! assert_eq!(written.seq.0 % 2, 0); // host seqs are even
+//! assert_eq!(host.inbound().count_due().unwrap(), 1);
+//! ```
+//!
+//! The container's side:
+//!
+//! ```
+//! use sessionbus_store::{provision, AckStatus, ContainerSession, HostSession, NewMessage,
+//!     NewOutbound, SessionPaths};
+//! use sessionbus_schema::SystemClock;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let paths = SessionPaths::new(dir.path().join("session"));
+//! provision(&paths, None, &SystemClock).unwrap();
+//! HostSession::open(&paths.dir).inbound().write_message(&NewMessage::chat("m1", "hi")).unwrap();
+//!
+//! let container = ContainerSession::open(&paths.dir).unwrap();
+//! container.start().unwrap();
+//! let batch = container.poll(true, 10).unwrap();
+//! let msg = &batch.messages[0];
+//! container.outbound().ack(&batch.ids(), &AckStatus::Processing).unwrap();
+//! // The reply and the completed ack commit together.
+//! let seqs = container.outbound()
+//!     .commit(&batch.ids(), &AckStatus::Completed, &[NewOutbound::reply_to("r1", msg, "echo: hi")])
+//!     .unwrap();
+//! assert!(seqs[0] > msg.seq.unwrap()); // replies sort after what they answer, and are odd
+//! ```
+#![warn(missing_docs)]
+
+pub mod error;
+mod fileio;
+pub mod inbound_reader;
+pub mod inbound_writer;
+pub mod model;
+pub mod outbound_reader;
+pub mod outbound_writer;
+mod rows;
+pub mod session;
+pub mod validate;
+
+pub use error::{Result, StoreError};
+pub use inbound_reader::InboundReader;
+pub use inbound_writer::{InboundWriter, NextOccurrence, SyncReport};
+pub use model::*;
+pub use outbound_reader::OutboundReader;
+pub use outbound_writer::{continuation_key, OutboundWriter, LEGACY_CONTINUATION_KEY};
+pub use session::{
+    check_writable, provision, ContainerSession, HostSession, NoContainerRunning, Ownership,
+    Provisioned, SessionPaths, StoppedContainerOutbound, WORKSPACE,
+};
+pub use sessionbus_schema::{Clock, DbError, Seq, SystemClock, Timestamp};

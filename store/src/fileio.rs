@@ -1,0 +1,105 @@
+//! Open-work-close around the schema layer's openers: every store operation goes through
+//! [`read`] or [`write`], so the cross-mount rules hold everywhere by construction.
+
+use crate::error::StoreError;
+use diesel::SqliteConnection;
+use sessionbus_schema::migrate::{check_schema, Access};
+use sessionbus_schema::{DbError, DbFile};
+use std::time::Duration;
+
+/// How often, and how long apart, a reader retries a hot journal before reporting it. A
+/// journal can look hot for a moment across a mount where the writer's lock is not visible.
+const HOT_JOURNAL_RETRIES: u32 = 5;
+const HOT_JOURNAL_PAUSE: Duration = Duration::from_millis(20);
+
+/// An error inside an operation: diesel's (classified against the file afterwards) or ours.
+pub(crate) enum OpError {
+    Diesel(diesel::result::Error),
+    Store(StoreError),
+}
+
+impl From<diesel::result::Error> for OpError {
+    fn from(e: diesel::result::Error) -> Self {
+        OpError::Diesel(e)
+    }
+}
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        OpError::Store(e)
+    }
+}
+
+impl From<DbError> for OpError {
+    fn from(e: DbError) -> Self {
+        OpError::Store(StoreError::Db(e))
+    }
+}
+
+impl OpError {
+    pub(crate) fn into_store(self, file: &DbFile, op: &'static str) -> StoreError {
+        match self {
+            OpError::Diesel(e) => StoreError::Db(file.err(op, e)),
+            OpError::Store(e) => e,
+        }
+    }
+}
+
+/// Opens a fresh read-only connection (with the schema check), retrying a hot journal
+/// briefly.
+pub(crate) fn open_read(file: &DbFile, op: &'static str) -> Result<SqliteConnection, StoreError> {
+    let mut attempt = 0;
+    loop {
+        match file.open_reader(op) {
+            Ok(mut conn) => {
+                check_schema(&mut conn, file, Access::Read, op)?;
+                return Ok(conn);
+            }
+            Err(DbError::HotJournal { .. }) if attempt < HOT_JOURNAL_RETRIES => {
+                attempt += 1;
+                std::thread::sleep(HOT_JOURNAL_PAUSE);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Runs `f` on a fresh read-only connection that is closed afterwards.
+pub(crate) fn read<T>(
+    file: &DbFile,
+    op: &'static str,
+    f: impl FnOnce(&mut SqliteConnection) -> Result<T, OpError>,
+) -> Result<T, StoreError> {
+    let mut conn = open_read(file, op)?;
+    f(&mut conn).map_err(|e| e.into_store(file, op))
+}
+
+/// Opens the file as its writer (with the schema check).
+pub(crate) fn open_write(file: &DbFile, op: &'static str) -> Result<SqliteConnection, StoreError> {
+    let mut conn = file.open_writer(op)?;
+    check_schema(&mut conn, file, Access::Write, op)?;
+    Ok(conn)
+}
+
+/// Runs `f` in one `BEGIN IMMEDIATE` transaction on a fresh writer connection, then closes it
+/// (closing is what makes the write visible across the mount).
+pub(crate) fn write<T>(
+    file: &DbFile,
+    op: &'static str,
+    f: impl FnOnce(&mut SqliteConnection) -> Result<T, OpError>,
+) -> Result<T, StoreError> {
+    let mut conn = open_write(file, op)?;
+    conn.immediate_transaction(f)
+        .map_err(|e| e.into_store(file, op))
+}
+
+/// Runs read-only `f` on the writer's own file, without a transaction (the container reading
+/// its own outbound.db, the host its own inbound.db).
+pub(crate) fn read_own<T>(
+    file: &DbFile,
+    op: &'static str,
+    f: impl FnOnce(&mut SqliteConnection) -> Result<T, OpError>,
+) -> Result<T, StoreError> {
+    let mut conn = open_write(file, op)?;
+    f(&mut conn).map_err(|e| e.into_store(file, op))
+}

@@ -1,0 +1,359 @@
+//! The container's handle on `outbound.db`, the file it alone writes.
+
+use crate::error::{Result, StoreError};
+use crate::fileio::{self, OpError};
+use crate::inbound_reader::InboundReader;
+use crate::model::*;
+use crate::rows::{AckRow, OutRow, IN_CHUNK};
+use crate::validate::{check_content, check_id};
+use diesel::dsl::max;
+use diesel::prelude::*;
+use diesel::SqliteConnection;
+use sessionbus_schema::outbound::{container_state, messages_out, processing_ack, session_state};
+use sessionbus_schema::{Clock, DbFile, Seq, Timestamp};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// The legacy key under which older runners kept their one continuation.
+pub const LEGACY_CONTINUATION_KEY: &str = "sdk_session_id";
+
+/// The session-state key of a provider's continuation: `continuation:<provider, lower case>`.
+pub fn continuation_key(provider: &str) -> String {
+    format!("continuation:{}", provider.to_lowercase())
+}
+
+/// Writes `outbound.db` (container only; several container processes serialise through
+/// SQLite's lock). Every method opens, works in one `BEGIN IMMEDIATE` transaction, and
+/// closes. Seqs are allocated inside that transaction, so two writer processes never collide.
+#[derive(Clone)]
+pub struct OutboundWriter {
+    file: DbFile,
+    inbound: InboundReader,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for OutboundWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundWriter")
+            .field("file", &self.file)
+            .finish()
+    }
+}
+
+impl OutboundWriter {
+    pub(crate) fn new(file: DbFile, inbound: InboundReader, clock: Arc<dyn Clock>) -> Self {
+        OutboundWriter {
+            file,
+            inbound,
+            clock,
+        }
+    }
+
+    /// The file this writes.
+    pub fn file(&self) -> &DbFile {
+        &self.file
+    }
+
+    /// Deletes `processing` acks a crashed predecessor left (start-up). Returns how many.
+    pub fn clear_stale_claims(&self) -> Result<usize> {
+        fileio::write(&self.file, "clear stale processing acks", |c| {
+            Ok(diesel::delete(
+                processing_ack::table
+                    .filter(processing_ack::status.eq(AckStatus::Processing.as_str())),
+            )
+            .execute(c)?)
+        })
+    }
+
+    /// Resets the tool-in-flight row (start-up): a dead container's tool state must not widen
+    /// the next container's stuck tolerance.
+    pub fn reset_container_state(&self) -> Result<()> {
+        self.clear_tool_in_flight()
+    }
+
+    /// Upserts acks for `ids` with `status` and `status_changed = now`, in one transaction.
+    pub fn ack(&self, ids: &[String], status: &AckStatus) -> Result<()> {
+        let now = self.clock.now();
+        fileio::write(&self.file, "ack messages", |c| {
+            upsert_acks(c, ids, status, now)?;
+            Ok(())
+        })
+    }
+
+    /// Writes one outbound message with the next odd seq; see [`OutboundWriter::write_all`].
+    pub fn write(&self, msg: &NewOutbound) -> Result<Seq> {
+        let mut v = self.write_all(std::slice::from_ref(msg))?;
+        v.pop().ok_or_else(|| StoreError::InvalidArgument {
+            at: self.file.at("write outbound message"),
+            detail: "no result for the message".into(),
+        })
+    }
+
+    /// Writes outbound messages in one transaction, each with the next odd seq above every
+    /// seq of both files (so a reply sorts after what it answers). An id already written with
+    /// the same content returns its seq; with other content it is
+    /// [`StoreError::DuplicateId`] and nothing is written.
+    pub fn write_all(&self, msgs: &[NewOutbound]) -> Result<Vec<Seq>> {
+        self.commit(&[], &AckStatus::Completed, msgs)
+    }
+
+    /// Commits replies and final acks together, in one transaction of outbound.db: a crash can
+    /// never leave a reply written and its message unacked (which would answer it twice after
+    /// a restart). `status` is the ack written for every id in `acked`.
+    pub fn commit(
+        &self,
+        acked: &[String],
+        status: &AckStatus,
+        replies: &[NewOutbound],
+    ) -> Result<Vec<Seq>> {
+        const OP: &str = "write outbound messages";
+        let at = || self.file.at(OP);
+        for m in replies {
+            check_id(at, &m.id)?;
+            check_content(at, &m.id, &m.content)?;
+        }
+        let now = self.clock.now();
+        let inbound = &self.inbound;
+        fileio::write(&self.file, OP, |c| {
+            let mut seqs = Vec::with_capacity(replies.len());
+            if !replies.is_empty() {
+                // A fresh read of the host's file, inside our write transaction.
+                let host_max = inbound.max_seq().map_err(OpError::Store)?;
+                let own_max: Option<i64> = messages_out::table
+                    .select(max(messages_out::seq))
+                    .first(c)?;
+                let mut next = Seq::next_container(host_max.max(own_max.map(Seq)));
+                for m in replies {
+                    let existing: Option<OutRow> = messages_out::table
+                        .find(&m.id)
+                        .select(OutRow::as_select())
+                        .first(c)
+                        .optional()?;
+                    if let Some(e) = existing.map(MessageOut::from) {
+                        if crate::rows::same_content(&e.content, &m.content) {
+                            seqs.push(e.seq.unwrap_or(Seq(0)));
+                            continue;
+                        }
+                        return Err(OpError::Store(StoreError::DuplicateId {
+                            at: at(),
+                            id: m.id.clone(),
+                            existing_seq: e.seq,
+                            existing_status: "written".into(),
+                        }));
+                    }
+                    insert_outbound(c, m, next, now)?;
+                    seqs.push(next);
+                    next = Seq(next.0 + 2);
+                }
+            }
+            upsert_acks(c, acked, status, now)?;
+            Ok(seqs)
+        })
+    }
+
+    /// Which of `ids` have any ack (own file; cost bounded by `ids`).
+    pub fn acked_among(&self, ids: &[String]) -> Result<HashSet<String>> {
+        fileio::read_own(&self.file, "read acks", |c| Ok(acked_among(c, ids)?))
+    }
+
+    /// Acks for `ids`.
+    pub fn acks(&self, ids: &[String]) -> Result<Vec<Ack>> {
+        fileio::read_own(&self.file, "read acks", |c| Ok(acks_for(c, ids)?))
+    }
+
+    /// The own `messages_out` row with this seq.
+    pub fn message_by_seq(&self, seq: Seq) -> Result<Option<MessageOut>> {
+        fileio::read_own(&self.file, "look up outbound message by seq", |c| {
+            Ok(messages_out::table
+                .filter(messages_out::seq.eq(seq.0))
+                .select(OutRow::as_select())
+                .first(c)
+                .optional()?
+                .map(MessageOut::from))
+        })
+    }
+
+    /// A session-state value.
+    pub fn state_get(&self, key: &str) -> Result<Option<String>> {
+        fileio::read_own(&self.file, "read session state", |c| {
+            Ok(session_state::table
+                .find(key)
+                .select(session_state::value)
+                .first(c)
+                .optional()?)
+        })
+    }
+
+    /// Sets a session-state value.
+    pub fn state_set(&self, key: &str, value: &str) -> Result<()> {
+        let now = self.clock.now().to_iso();
+        fileio::write(&self.file, "write session state", |c| {
+            diesel::replace_into(session_state::table)
+                .values((
+                    session_state::key.eq(key),
+                    session_state::value.eq(value),
+                    session_state::updated_at.eq(&now),
+                ))
+                .execute(c)?;
+            Ok(())
+        })
+    }
+
+    /// Deletes a session-state value; returns whether it was there.
+    pub fn state_delete(&self, key: &str) -> Result<bool> {
+        fileio::write(&self.file, "delete session state", |c| {
+            Ok(diesel::delete(session_state::table.find(key)).execute(c)? > 0)
+        })
+    }
+
+    /// The continuation of `provider` (key `continuation:<provider>`).
+    pub fn continuation(&self, provider: &str) -> Result<Option<String>> {
+        self.state_get(&continuation_key(provider))
+    }
+
+    /// Stores the continuation of `provider`.
+    pub fn set_continuation(&self, provider: &str, value: &str) -> Result<()> {
+        self.state_set(&continuation_key(provider), value)
+    }
+
+    /// Adopts a legacy `sdk_session_id` row into `provider`'s key when that has none, and
+    /// deletes the legacy row in every case, in one transaction. Returns whether a value was
+    /// adopted.
+    pub fn adopt_legacy_continuation(&self, provider: &str) -> Result<bool> {
+        let key = continuation_key(provider);
+        let now = self.clock.now().to_iso();
+        fileio::write(&self.file, "adopt legacy continuation", |c| {
+            let legacy: Option<String> = session_state::table
+                .find(LEGACY_CONTINUATION_KEY)
+                .select(session_state::value)
+                .first(c)
+                .optional()?;
+            let Some(value) = legacy else {
+                return Ok(false);
+            };
+            let has_current = session_state::table
+                .find(&key)
+                .count()
+                .get_result::<i64>(c)?
+                > 0;
+            if !has_current {
+                diesel::insert_into(session_state::table)
+                    .values((
+                        session_state::key.eq(&key),
+                        session_state::value.eq(&value),
+                        session_state::updated_at.eq(&now),
+                    ))
+                    .execute(c)?;
+            }
+            diesel::delete(session_state::table.find(LEGACY_CONTINUATION_KEY)).execute(c)?;
+            Ok(!has_current)
+        })
+    }
+
+    /// Records the tool in flight (its declared timeout when it has one).
+    pub fn set_tool_in_flight(&self, tool: &str, declared_timeout_ms: Option<i64>) -> Result<()> {
+        let now = self.clock.now().to_iso();
+        fileio::write(&self.file, "set tool in flight", |c| {
+            diesel::replace_into(container_state::table)
+                .values((
+                    container_state::id.eq(1i64),
+                    container_state::current_tool.eq(Some(tool)),
+                    container_state::tool_declared_timeout_ms.eq(declared_timeout_ms),
+                    container_state::tool_started_at.eq(Some(&now)),
+                    container_state::updated_at.eq(&now),
+                ))
+                .execute(c)?;
+            Ok(())
+        })
+    }
+
+    /// Clears the tool in flight.
+    pub fn clear_tool_in_flight(&self) -> Result<()> {
+        let now = self.clock.now().to_iso();
+        fileio::write(&self.file, "clear tool in flight", |c| {
+            diesel::replace_into(container_state::table)
+                .values((
+                    container_state::id.eq(1i64),
+                    container_state::current_tool.eq(None::<String>),
+                    container_state::tool_declared_timeout_ms.eq(None::<i64>),
+                    container_state::tool_started_at.eq(None::<String>),
+                    container_state::updated_at.eq(&now),
+                ))
+                .execute(c)?;
+            Ok(())
+        })
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+}
+
+fn insert_outbound(
+    c: &mut SqliteConnection,
+    m: &NewOutbound,
+    seq: Seq,
+    now: Timestamp,
+) -> QueryResult<usize> {
+    diesel::insert_into(messages_out::table)
+        .values((
+            messages_out::id.eq(&m.id),
+            messages_out::seq.eq(seq.0),
+            messages_out::in_reply_to.eq(&m.in_reply_to),
+            messages_out::timestamp.eq(now.to_sqlite()),
+            messages_out::deliver_after.eq(m.deliver_after.map(Timestamp::to_sqlite)),
+            messages_out::recurrence.eq(&m.recurrence),
+            messages_out::kind.eq(m.kind.as_str()),
+            messages_out::platform_id.eq(&m.address.platform_id),
+            messages_out::channel_type.eq(&m.address.channel_type),
+            messages_out::thread_id.eq(&m.address.thread_id),
+            messages_out::content.eq(&m.content),
+        ))
+        .execute(c)
+}
+
+fn upsert_acks(
+    c: &mut SqliteConnection,
+    ids: &[String],
+    status: &AckStatus,
+    now: Timestamp,
+) -> QueryResult<()> {
+    let changed = now.to_sqlite();
+    for id in ids {
+        diesel::replace_into(processing_ack::table)
+            .values((
+                processing_ack::message_id.eq(id),
+                processing_ack::status.eq(status.as_str()),
+                processing_ack::status_changed.eq(&changed),
+            ))
+            .execute(c)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn acked_among(
+    c: &mut SqliteConnection,
+    ids: &[String],
+) -> QueryResult<HashSet<String>> {
+    let mut out = HashSet::new();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let rows: Vec<String> = processing_ack::table
+            .filter(processing_ack::message_id.eq_any(chunk))
+            .select(processing_ack::message_id)
+            .load(c)?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+pub(crate) fn acks_for(c: &mut SqliteConnection, ids: &[String]) -> QueryResult<Vec<Ack>> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let rows: Vec<AckRow> = processing_ack::table
+            .filter(processing_ack::message_id.eq_any(chunk))
+            .select(AckRow::as_select())
+            .load(c)?;
+        out.extend(rows.into_iter().map(Ack::from));
+    }
+    Ok(out)
+}
