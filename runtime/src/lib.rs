@@ -13,3 +13,4 @@
 
 pub mod config;
 pub mod gate;
+pub mod liveness;
