@@ -165,8 +165,10 @@ pub enum FileResult {
     Current,
     /// The file was left alone on purpose.
     Skipped {
-        /// Why.
-        reason: SkipReason,
+        /// Why, in words (the text of `cause`).
+        reason: String,
+        /// Why, for programs.
+        cause: SkipReason,
     },
     /// The file could not be migrated; it was left as it was.
     Failed {
@@ -178,6 +180,16 @@ pub enum FileResult {
         /// running the command again later may succeed.
         retryable: bool,
     },
+}
+
+impl FileResult {
+    /// A skipped result for `cause`, with its text as the reason.
+    pub fn skipped(cause: SkipReason) -> FileResult {
+        FileResult::Skipped {
+            reason: cause.to_string(),
+            cause,
+        }
+    }
 }
 
 /// What migrating a file changed (or, in a dry run, would change).
@@ -504,28 +516,22 @@ fn migrate_file(
     let path = session.join(kind.file_name());
     if let Err(e) = std::fs::symlink_metadata(&path) {
         if e.kind() == std::io::ErrorKind::NotFound {
-            return FileResult::Skipped {
-                reason: SkipReason::Missing,
-            };
+            return FileResult::skipped(SkipReason::Missing);
         }
         // Anything else: let the schema crate's opener report it with its context.
     }
     if kind == FileKind::Outbound && !args.force {
         match heartbeat_age(session, now) {
             Ok(Some(age)) if age < LIVE_HEARTBEAT => {
-                return FileResult::Skipped {
-                    reason: SkipReason::ContainerRunning {
-                        heartbeat_age_secs: age.as_secs(),
-                    },
-                }
+                return FileResult::skipped(SkipReason::ContainerRunning {
+                    heartbeat_age_secs: age.as_secs(),
+                })
             }
             Ok(_) => {}
             Err(e) => {
-                return FileResult::Skipped {
-                    reason: SkipReason::HeartbeatUnreadable {
-                        error: e.to_string(),
-                    },
-                }
+                return FileResult::skipped(SkipReason::HeartbeatUnreadable {
+                    error: e.to_string(),
+                })
             }
         }
     }
@@ -608,7 +614,7 @@ pub fn render_entry(entry: &FileReport, dry_run: bool) -> String {
             format!("{status:<13} {path}: {}", render_change(change, dry_run))
         }
         FileResult::Current => format!("{:<13} {path}", "current"),
-        FileResult::Skipped { reason } => format!("{:<13} {path}: {reason}", "skipped"),
+        FileResult::Skipped { reason, .. } => format!("{:<13} {path}: {reason}", "skipped"),
         FileResult::Failed { reason, .. } => format!("{:<13} {path}: {reason}", "FAILED"),
     }
 }
@@ -732,7 +738,7 @@ impl Printer {
                 if self.json {
                     // stdout is the JSON report: tell the operator about problems on stderr.
                     let worth_a_warning = match &file.result {
-                        FileResult::Skipped { reason } => *reason != SkipReason::Missing,
+                        FileResult::Skipped { cause, .. } => *cause != SkipReason::Missing,
                         FileResult::Failed { .. } => true,
                         FileResult::Migrated(_) | FileResult::Current => false,
                     };
