@@ -447,9 +447,13 @@ fn json_report_parses_and_has_the_counts() {
 
     let live = entry(&r, &m.live_outbound);
     assert_eq!(live["status"], "skipped");
-    assert_eq!(live["reason"]["kind"], "container_running");
-    assert!(live["reason"]["heartbeat_age_secs"].as_u64().unwrap() < 60);
-    assert_eq!(entry(&r, &m.missing_outbound)["reason"]["kind"], "missing");
+    assert_eq!(live["cause"]["kind"], "container_running");
+    assert!(live["cause"]["heartbeat_age_secs"].as_u64().unwrap() < 60);
+    assert!(live["reason"]
+        .as_str()
+        .unwrap()
+        .contains("container is running"));
+    assert_eq!(entry(&r, &m.missing_outbound)["cause"]["kind"], "missing");
 
     // The binary links the bundled SQLite, not the system one.
     let bundled = libsqlite3_sys::SQLITE_VERSION
