@@ -1,7 +1,29 @@
 //! # sessionbus-testkit
 //!
 //! Fixtures for code that uses sessionbus, in this workspace and downstream:
-//! legacy files of every generation ([`legacy`]), and more to come.
+//!
+//! - [`TempSession`]: a real, provisioned session folder in a temp dir (copied from a pair
+//!   migrated once per process), with host and container views on a shared [`ManualClock`];
+//! - [`MemSession`]: the same views over two in-memory databases, for fast unit tests;
+//! - [`message`] / [`reply`]: builders with sensible defaults;
+//! - [`legacy`]: files as the older implementation left them, every generation G0 to G8.
+//!
+//! ```
+//! use sessionbus_testkit::{message, TempSession};
+//!
+//! let s = TempSession::new();
+//! s.host().inbound().write_message(&message("m1", "hello").build()).unwrap();
+//! let batch = s.container().poll(true, 10).unwrap();
+//! assert_eq!(batch.messages[0].id, "m1");
+//! s.clock.advance_secs(60); // time moves only when told
+//! ```
 #![warn(missing_docs)]
 
+mod builders;
+mod clock;
 pub mod legacy;
+mod session;
+
+pub use builders::{chat_address, message, reply, MessageBuilder};
+pub use clock::{ManualClock, START_MILLIS};
+pub use session::{MemSession, TempSession};
