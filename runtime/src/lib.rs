@@ -13,4 +13,5 @@
 
 pub mod config;
 pub mod gate;
+pub mod heartbeat;
 pub mod liveness;
