@@ -224,6 +224,9 @@ pub enum SkipReason {
         /// The OS error.
         error: String,
     },
+    /// A symbolic link where the scan expects an agent group or session folder: not followed
+    /// (name the real folder with `--session` to migrate it).
+    SymlinkNotFollowed,
 }
 
 impl std::fmt::Display for SkipReason {
@@ -239,6 +242,9 @@ impl std::fmt::Display for SkipReason {
                 f,
                 "cannot tell whether its container is running ({HEARTBEAT_FILE}: {error}); \
                  pass --force to migrate it anyway"
+            ),
+            SkipReason::SymlinkNotFollowed => f.write_str(
+                "a symbolic link, not followed; pass the real folder with --session to migrate it",
             ),
         }
     }
@@ -305,6 +311,15 @@ pub enum Progress<'a> {
         /// Session folders.
         sessions: usize,
     },
+    /// Work on one file starts (folder-level entries have no start).
+    Start {
+        /// Its position, from 1.
+        index: usize,
+        /// How many entries in all.
+        total: usize,
+        /// The file.
+        path: &'a Path,
+    },
     /// One entry is done.
     Done {
         /// Its position, from 1.
@@ -316,16 +331,24 @@ pub enum Progress<'a> {
     },
 }
 
-/// Something to work on: a session folder, or a problem found while scanning.
+/// Something found by scanning: a session folder, or a folder-level entry (a problem, a
+/// symlink not followed).
 enum Target {
     Session(PathBuf),
     Problem(FileReport),
 }
 
+/// One entry to produce: a file to migrate, or a folder-level entry already decided.
+enum Job {
+    File(PathBuf, FileKind),
+    Done(FileReport),
+}
+
 /// Finds the session folders, migrates (or plans) each file and returns the report.
 ///
 /// `now` is the time heartbeats are compared with (and the adoption time stamped into rows
-/// that lacked one). `progress` is called once after scanning and once per entry.
+/// that lacked one). `progress` is called once after scanning, then before each file and
+/// after each entry.
 pub fn run(
     args: &MigrateArgs,
     now: SystemTime,
@@ -340,40 +363,48 @@ pub fn run(
         .iter()
         .filter(|t| matches!(t, Target::Session(_)))
         .count();
-    let entries: usize = targets
-        .iter()
-        .map(|t| match t {
-            Target::Session(_) => 2,
-            Target::Problem(_) => 1,
-        })
-        .sum();
-    progress(Progress::Found { entries, sessions });
-
-    let stamp = timestamp(now);
-    let mut files = Vec::with_capacity(entries);
-    for target in targets {
-        let batch = match target {
-            Target::Problem(p) => vec![p],
+    let jobs: Vec<Job> = targets
+        .into_iter()
+        .flat_map(|t| match t {
+            Target::Problem(p) => vec![Job::Done(p)],
             Target::Session(dir) => [FileKind::Inbound, FileKind::Outbound]
                 .into_iter()
-                .map(|kind| FileReport {
-                    session: dir.clone(),
-                    path: dir.join(kind.file_name()),
-                    kind: Some(kind),
-                    result: migrate_file(&dir, kind, args, now, stamp),
-                })
+                .map(|kind| Job::File(dir.clone(), kind))
                 .collect(),
-        };
-        for entry in batch {
-            files.push(entry);
-            if let Some(last) = files.last() {
-                progress(Progress::Done {
-                    index: files.len(),
-                    total: entries,
-                    file: last,
+        })
+        .collect();
+    let total = jobs.len();
+    progress(Progress::Found {
+        entries: total,
+        sessions,
+    });
+
+    let stamp = timestamp(now);
+    let mut files = Vec::with_capacity(total);
+    for (i, job) in jobs.into_iter().enumerate() {
+        let entry = match job {
+            Job::Done(entry) => entry,
+            Job::File(dir, kind) => {
+                let path = dir.join(kind.file_name());
+                progress(Progress::Start {
+                    index: i + 1,
+                    total,
+                    path: &path,
                 });
+                FileReport {
+                    result: migrate_file(&dir, kind, args, now, stamp),
+                    session: dir,
+                    path,
+                    kind: Some(kind),
+                }
             }
-        }
+        };
+        progress(Progress::Done {
+            index: i + 1,
+            total,
+            file: &entry,
+        });
+        files.push(entry);
     }
     let summary = Summary::of(&files);
     Ok(MigrateReport {
@@ -425,30 +456,63 @@ fn named_sessions(dirs: &[PathBuf]) -> Vec<Target> {
     out
 }
 
+/// A failed entry about a folder rather than a file.
 fn folder_problem(dir: &Path, reason: String) -> FileReport {
-    FileReport {
-        session: dir.to_path_buf(),
-        path: dir.to_path_buf(),
-        kind: None,
-        result: FileResult::Failed {
+    folder_entry(
+        dir,
+        FileResult::Failed {
             error: format!("{}: {reason}", dir.display()),
             reason,
             retryable: false,
         },
+    )
+}
+
+fn folder_entry(dir: &Path, result: FileResult) -> FileReport {
+    FileReport {
+        session: dir.to_path_buf(),
+        path: dir.to_path_buf(),
+        kind: None,
+        result,
     }
 }
 
-/// Sub-folders of `dir`, sorted by name; symlinks and files are left out.
-fn sub_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// What a data dir folder holds that matters to the scan.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum SubDir {
+    /// A real folder.
+    Dir(PathBuf),
+    /// A symbolic link: not followed (it could lead anywhere), reported as skipped.
+    Link(PathBuf),
+}
+
+/// Sub-folders and symlinks of `dir`, sorted by name; plain files are left out.
+fn sub_dirs(dir: &Path) -> std::io::Result<Vec<SubDir>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            out.push(entry.path());
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            out.push(SubDir::Dir(entry.path()));
+        } else if ft.is_symlink() {
+            out.push(SubDir::Link(entry.path()));
         }
     }
-    out.sort();
+    out.sort_by(|a, b| sub_dir_path(a).cmp(sub_dir_path(b)));
     Ok(out)
+}
+
+fn sub_dir_path(d: &SubDir) -> &Path {
+    match d {
+        SubDir::Dir(p) | SubDir::Link(p) => p,
+    }
+}
+
+fn link_entry(path: &Path) -> Target {
+    Target::Problem(folder_entry(
+        path,
+        FileResult::skipped(SkipReason::SymlinkNotFollowed),
+    ))
 }
 
 /// Every `v2-sessions/<agent_group_id>/<session_id>/` folder of a data dir. An agent group
@@ -482,8 +546,18 @@ fn scan(data_dir: &Path) -> Result<Vec<Target>, MigrateError> {
     })?;
     let mut out = Vec::new();
     for group in groups {
+        let group = match group {
+            SubDir::Dir(p) => p,
+            SubDir::Link(p) => {
+                out.push(link_entry(&p));
+                continue;
+            }
+        };
         match sub_dirs(&group) {
-            Ok(sessions) => out.extend(sessions.into_iter().map(Target::Session)),
+            Ok(sessions) => out.extend(sessions.into_iter().map(|s| match s {
+                SubDir::Dir(p) => Target::Session(p),
+                SubDir::Link(p) => link_entry(&p),
+            })),
             Err(e) => out.push(Target::Problem(folder_problem(
                 &group,
                 format!("cannot list this agent group's session folders: {e}"),
@@ -682,9 +756,9 @@ pub fn render_summary(report: &MigrateReport) -> String {
         }
     }
     out.push_str(&format!(
-        "Summary ({} files in {} session folders): {} {migrated}, {} already current, {} skipped, {} failed\n",
-        s.total(),
-        report.sessions,
+        "Summary ({} in {}): {} {migrated}, {} already current, {} skipped, {} failed\n",
+        plural(s.total(), "file", "files"),
+        plural(report.sessions, "session folder", "session folders"),
         s.migrated,
         s.already_current,
         s.skipped,
@@ -706,6 +780,10 @@ pub fn render_summary(report: &MigrateReport) -> String {
         }
     }
     out
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Prints progress while [`run`] works: the per-file lines (text mode), warnings (JSON
@@ -734,6 +812,11 @@ impl Printer {
                     self.bar = Some(bar);
                 }
             }
+            Progress::Start { path, .. } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_message(path.display().to_string());
+                }
+            }
             Progress::Done { file, .. } => {
                 if self.json {
                     // stdout is the JSON report: tell the operator about problems on stderr.
@@ -755,7 +838,6 @@ impl Printer {
                     };
                 }
                 if let Some(bar) = &self.bar {
-                    bar.set_message(file.path.display().to_string());
                     bar.inc(1);
                 }
             }

@@ -757,7 +757,7 @@ fn library_run_uses_the_given_clock_for_heartbeats() {
     let mut events = 0;
     let now = SystemTime::now();
     let r = run(&args, now, &mut |_| events += 1).unwrap();
-    assert_eq!(events, 1 + 2);
+    assert_eq!(events, 1 + 2 * 2, "found, then start and done per file");
     assert!(matches!(
         r.files[1].result,
         FileResult::Skipped {
@@ -793,4 +793,34 @@ fn wal_file_with_its_own_connection_closed_is_converted_in_place() {
     assert!(!header_says_wal(&p));
     assert_rows_kept(&p, &rows);
     assert_eq!(summary_counts(&r), [1, 1, 0, 0]);
+}
+
+#[test]
+fn symlinked_folders_are_reported_and_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let real = elsewhere.path().join("s-real");
+    std::fs::create_dir_all(&real).unwrap();
+    inbound(&real, 3, Style::Patched);
+    let s = session(dir.path(), "g", "s-ok");
+    inbound(&s, 8, Style::Created);
+    outbound(&s, 5, SessionStateShape::Current);
+    let link = dir.path().join("v2-sessions/g/s-link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let group_link = dir.path().join("v2-sessions/g-link");
+    std::os::unix::fs::symlink(elsewhere.path(), &group_link).unwrap();
+    // A stray file in the sessions folder is not a session.
+    std::fs::write(dir.path().join("v2-sessions/README"), b"hi").unwrap();
+    let before = snapshot(elsewhere.path());
+
+    let out = migrate_dir(dir.path(), &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let r = json(&out);
+    assert_eq!(summary_counts(&r), [2, 0, 2, 0], "{r:#}");
+    for l in [&link, &group_link] {
+        let e = entry(&r, l);
+        assert_eq!(e["cause"]["kind"], "symlink_not_followed");
+        assert_eq!(e["kind"], Value::Null);
+    }
+    assert_eq!(snapshot(elsewhere.path()), before);
 }
