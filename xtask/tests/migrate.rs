@@ -824,3 +824,64 @@ fn symlinked_folders_are_reported_and_not_followed() {
     }
     assert_eq!(snapshot(elsewhere.path()), before);
 }
+
+#[test]
+fn a_locked_file_fails_as_retryable_and_the_others_still_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = session(dir.path(), "g", "s-a");
+    let locked = inbound(&a, 6, Style::Patched);
+    outbound(&a, 5, SessionStateShape::Current);
+    let b = session(dir.path(), "g", "s-b");
+    inbound(&b, 2, Style::Created);
+    outbound(&b, 2, SessionStateShape::NoUpdatedAt);
+    let before = std::fs::read(&locked).unwrap();
+
+    // Another writer (the host, say) holds the file for longer than the busy timeout.
+    let mut holder = SqliteConnection::establish(&locked.to_string_lossy()).unwrap();
+    holder.batch_execute("BEGIN EXCLUSIVE").unwrap();
+    let out = migrate_dir(dir.path(), &["--json"]);
+    holder.batch_execute("ROLLBACK").unwrap();
+    drop(holder);
+
+    assert_eq!(out.status.code(), Some(1));
+    let r = json(&out);
+    assert_eq!(summary_counts(&r), [3, 0, 0, 1], "{r:#}");
+    let e = entry(&r, &locked);
+    assert_eq!(e["status"], "failed");
+    assert_eq!(e["retryable"], true, "{e:#}");
+    assert!(e["reason"].as_str().unwrap().contains("locked"), "{e:#}");
+    assert_eq!(std::fs::read(&locked).unwrap(), before);
+
+    // Once the lock is gone, running again finishes the job.
+    let r = json(&migrate_dir(dir.path(), &["--json"]));
+    assert_eq!(summary_counts(&r), [1, 3, 0, 0], "{r:#}");
+}
+
+#[test]
+fn a_damaged_database_fails_and_is_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = session(dir.path(), "g", "s");
+    let p = s.join("inbound.db");
+    legacy::create(&p, FileKind::Inbound, 3, Style::Patched, 200).unwrap();
+    outbound(&s, 5, SessionStateShape::Current);
+    // Keep the valid header, overwrite the rest of the first page (the schema) with garbage.
+    let mut bytes = std::fs::read(&p).unwrap();
+    for (i, b) in bytes.iter_mut().enumerate().take(4096).skip(100) {
+        *b = (i * 7 + 3) as u8;
+    }
+    std::fs::write(&p, &bytes).unwrap();
+
+    let out = migrate_dir(dir.path(), &[]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let line = line_for(&text, &p);
+    assert!(line.starts_with("FAILED"), "{line}");
+    assert!(line.contains("corrupt"), "{line}");
+    assert!(!stderr(&out).contains("panicked"));
+    assert_eq!(
+        std::fs::read(&p).unwrap(),
+        bytes,
+        "a failed file must be left as it was"
+    );
+    assert!(line_for(&text, &s.join("outbound.db")).starts_with("migrated"));
+}
