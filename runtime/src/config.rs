@@ -190,7 +190,8 @@ pub enum Skills {
     /// Every skill folder present in the shared skills folder at sync time (the default).
     #[default]
     All,
-    /// Exactly these skills (duplicates are dropped when read; order kept otherwise).
+    /// Exactly these skills. When read from JSON each name must pass
+    /// [`crate::skills::validate_skill_name`], and duplicates are dropped (order kept otherwise).
     Named(Vec<String>),
 }
 
@@ -220,7 +221,7 @@ impl<'de> Deserialize<'de> for Skills {
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Skills, A::Error> {
                 let mut names: Vec<String> = Vec::new();
-                while let Some(name) = seq.next_element::<String>()? {
+                while let Some(SkillName(name)) = seq.next_element()? {
                     if !names.contains(&name) {
                         names.push(name);
                     }
@@ -229,6 +230,22 @@ impl<'de> Deserialize<'de> for Skills {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// One entry of a `skills` list, checked with [`crate::skills::validate_skill_name`] so that a
+/// name like `../etc` is an error naming `skills[i]`.
+struct SkillName(String);
+
+impl<'de> Deserialize<'de> for SkillName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        match crate::skills::validate_skill_name(&name) {
+            Ok(()) => Ok(SkillName(name)),
+            Err(reason) => Err(de::Error::custom(format_args!(
+                "skill name {name:?} is refused: it {reason}"
+            ))),
+        }
     }
 }
 
@@ -668,6 +685,9 @@ mod tests {
             (r#"{"skills": "some"}"#, "skills"),
             (r#"{"skills": ["a", 1]}"#, "skills[1]"),
             (r#"{"skills": 3}"#, "skills"),
+            (r#"{"skills": ["ok", "../etc"]}"#, "skills[1]"),
+            (r#"{"skills": ["a/b"]}"#, "skills[0]"),
+            (r#"{"skills": ["pdf", "", "x"]}"#, "skills[1]"),
             (r#"{"pollIntervalIdleMs": 0}"#, "pollIntervalIdleMs"),
             (
                 r#"{"pollIntervalActiveMs": "fast"}"#,

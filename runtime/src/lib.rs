@@ -15,3 +15,4 @@ pub mod config;
 pub mod gate;
 pub mod heartbeat;
 pub mod liveness;
+pub mod skills;
