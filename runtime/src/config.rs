@@ -76,7 +76,7 @@ const fn nonzero_u64(n: u64) -> NonZeroU64 {
 }
 
 /// A group's `container.json`, typed. Field names are camelCase on disk.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ContainerConfig {
     /// The agent provider, e.g. `claude` (the default). Must not be blank. See
