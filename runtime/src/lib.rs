@@ -1,6 +1,6 @@
 //! # sessionbus-runtime
 //!
-//! The pure, file-level pieces of the session bus runtime, shared by the host and the container:
+//! The session bus runtime, shared by the host and the container:
 //!
 //! - [`config`]: the group's `container.json`, parsed into a typed [`config::ContainerConfig`]
 //!   with clear errors (never silently the defaults);
@@ -8,11 +8,20 @@
 //! - [`liveness`]: the host sweep's stuck decision and the retry policy, as pure functions;
 //! - [`heartbeat`]: touching and reading the `.heartbeat` file's mtime;
 //! - [`skills`]: keeping a group's `.claude-shared/skills/` folder to one symlink per
-//!   selected skill.
+//!   selected skill;
+//! - [`container`]: the container's start-up and poll loop (acks, heartbeat while the handler
+//!   runs, `/clear`, replies committed with their acks);
+//! - [`host`]: the host's sweep (stuck decision, kill, retries, orphan claims, wake), delivery
+//!   and the command gate in front of inbound.db, with per-session error isolation.
+//!
+//! [`error::RuntimeError`] wraps the store's errors, which name file, role and operation.
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod container;
+pub mod error;
 pub mod gate;
 pub mod heartbeat;
+pub mod host;
 pub mod liveness;
 pub mod skills;

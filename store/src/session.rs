@@ -350,9 +350,11 @@ impl StoppedContainerOutbound {
     /// Rolls back a hot journal a killed container left behind, by opening the file as its
     /// writer (SQLite rolls back on open). Returns whether there was one.
     pub fn recover_hot_journal(&self) -> Result<bool> {
-        let had = sessionbus_schema::error::hot_journal(self.file.path()).is_some();
+        if sessionbus_schema::error::hot_journal(self.file.path()).is_none() {
+            return Ok(false);
+        }
         fileio::write(&self.file, "recover hot journal", |_c| Ok::<_, OpError>(()))?;
-        Ok(had)
+        Ok(true)
     }
 }
 
