@@ -1,0 +1,577 @@
+//! The container's poll loop and the host's sweep, on real files.
+
+use sessionbus_runtime::container::{
+    Container, ContainerOptions, Handled, RunSummary, SESSION_CLEARED,
+};
+use sessionbus_runtime::error::RuntimeError;
+use sessionbus_runtime::host::{
+    accept_chat, decide_now, deliver_session, for_each_session, sweep_session, Accepted,
+    ContainerControl, Deliverer, SweepOptions,
+};
+use sessionbus_runtime::liveness::{KillReason, StuckDecision};
+use sessionbus_schema::Clock;
+use sessionbus_store::*;
+use sessionbus_testkit::{message, TempSession};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn opts(s: &TempSession) -> ContainerOptions {
+    ContainerOptions {
+        config_optional: true,
+        clock: s.clock.shared(),
+        heartbeat_interval: Duration::from_millis(30),
+        ..ContainerOptions::in_folder(s.dir())
+    }
+}
+
+fn echo(
+    _: &sessionbus_runtime::container::HandlerContext,
+    b: &Batch,
+) -> Result<Handled, RuntimeError> {
+    Ok(Handled::completed(
+        b.messages
+            .iter()
+            .map(|m| {
+                let text = m.content_json()["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                NewOutbound::reply_to(format!("re-{}", m.id), m, &format!("echo: {text}"))
+            })
+            .collect(),
+    ))
+}
+
+fn texts(host: &HostSession) -> Vec<(String, String)> {
+    host.due_outbound(100)
+        .unwrap()
+        .into_iter()
+        .map(|d| {
+            let v: serde_json::Value = serde_json::from_str(&d.message.content).unwrap();
+            (
+                d.message.in_reply_to.unwrap_or_default(),
+                v["text"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn step_answers_acks_and_clears() {
+    let s = TempSession::new();
+    let h = s.host();
+    let mut c = Container::start(opts(&s)).unwrap();
+    c.session()
+        .outbound()
+        .set_continuation("claude", "conv-1")
+        .unwrap();
+    h.inbound()
+        .write_messages(&[
+            message("a", "one").build(),
+            message("clr", "/clear").build(),
+            message("b", "two").build(),
+        ])
+        .unwrap();
+    let mut summary = RunSummary::default();
+    let mut seen = Vec::new();
+    let mut handler = |ctx: &sessionbus_runtime::container::HandlerContext, b: &Batch| {
+        seen.push((b.ids(), ctx.continuation().unwrap()));
+        echo(ctx, b)
+    };
+    assert!(c.step(&mut handler, &mut summary).unwrap());
+    assert!(!c.step(&mut handler, &mut summary).unwrap(), "nothing left");
+    // "a" was handled in the old conversation, "b" after the clear in a new one.
+    assert_eq!(
+        seen,
+        vec![
+            (vec!["a".to_string()], Some("conv-1".to_string())),
+            (vec!["b".to_string()], None)
+        ]
+    );
+    assert_eq!(summary.clears, 1);
+    assert_eq!(summary.completed, 3);
+    assert_eq!(
+        texts(&h),
+        vec![
+            ("a".into(), "echo: one".into()),
+            ("clr".into(), SESSION_CLEARED.into()),
+            ("b".into(), "echo: two".into())
+        ]
+    );
+    let acks = c
+        .session()
+        .outbound()
+        .acks(&["a".into(), "clr".into(), "b".into()])
+        .unwrap();
+    assert!(acks.iter().all(|a| a.status == AckStatus::Completed));
+}
+
+#[test]
+fn context_only_batches_do_not_wake_the_handler() {
+    let s = TempSession::new();
+    let mut c = Container::start(opts(&s)).unwrap();
+    s.host()
+        .inbound()
+        .write_message(&message("ctx", "fyi").context().build())
+        .unwrap();
+    let mut called = false;
+    let mut h = |ctx: &sessionbus_runtime::container::HandlerContext, b: &Batch| {
+        called = true;
+        echo(ctx, b)
+    };
+    assert!(!c.step(&mut h, &mut RunSummary::default()).unwrap());
+    assert!(!called);
+    s.host()
+        .inbound()
+        .write_message(&message("go", "now").build())
+        .unwrap();
+    let mut ids = Vec::new();
+    let mut h = |ctx: &sessionbus_runtime::container::HandlerContext, b: &Batch| {
+        ids = b.ids();
+        echo(ctx, b)
+    };
+    assert!(c.step(&mut h, &mut RunSummary::default()).unwrap());
+    assert_eq!(
+        ids,
+        vec!["ctx", "go"],
+        "context rides along with the next trigger"
+    );
+}
+
+#[test]
+fn a_failed_handler_outcome_fails_the_messages_on_the_host() {
+    let s = TempSession::new();
+    let mut c = Container::start(opts(&s)).unwrap();
+    s.host()
+        .inbound()
+        .write_message(&message("x", "boom").build())
+        .unwrap();
+    let mut h =
+        |_: &sessionbus_runtime::container::HandlerContext, _: &Batch| Ok(Handled::failed());
+    c.step(&mut h, &mut RunSummary::default()).unwrap();
+    s.host().sync_acks(&|_| None).unwrap();
+    assert_eq!(
+        s.host().inbound().message("x").unwrap().unwrap().status,
+        MessageStatus::Failed
+    );
+}
+
+/// Field item 9: the heartbeat stays fresh while a slow handler runs, not only between
+/// batches, so a slow first answer after a long idle is not killed.
+#[test]
+fn heartbeat_is_touched_while_the_handler_runs() {
+    let s = TempSession::new();
+    let mut c = Container::start(opts(&s)).unwrap();
+    s.host()
+        .inbound()
+        .write_message(&message("slow", "x").build())
+        .unwrap();
+    let hb = s.paths.heartbeat.clone();
+    let before = std::fs::metadata(&hb).unwrap().modified().unwrap();
+    let mut touched_during = false;
+    let mut h = |ctx: &sessionbus_runtime::container::HandlerContext, b: &Batch| {
+        // Wait (bounded) until the heartbeat moves while we are still inside the handler.
+        for _ in 0..200 {
+            std::thread::sleep(Duration::from_millis(10));
+            if std::fs::metadata(&hb).unwrap().modified().unwrap() > before {
+                touched_during = true;
+                break;
+            }
+        }
+        echo(ctx, b)
+    };
+    c.step(&mut h, &mut RunSummary::default()).unwrap();
+    assert!(
+        touched_during,
+        "heartbeat was not touched while the handler ran"
+    );
+}
+
+#[test]
+fn run_stops_on_request_and_leaves_no_processing_ack() {
+    let s = TempSession::new();
+    let mut c = Container::start(opts(&s)).unwrap();
+    s.host()
+        .inbound()
+        .write_message(&message("m", "x").build())
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let summary = c
+        .run(&stop, move |ctx, b| {
+            stop2.store(true, Ordering::SeqCst); // asked to stop while handling
+            echo(ctx, b)
+        })
+        .unwrap();
+    assert_eq!(summary.completed, 1);
+    assert!(s.host().outbound().claims().unwrap().is_empty());
+    assert_eq!(texts(&s.host()).len(), 1);
+}
+
+#[test]
+fn start_fails_clearly_on_malformed_container_json() {
+    let s = TempSession::new();
+    let o = opts(&s);
+    std::fs::create_dir_all(o.config_path.parent().unwrap()).unwrap();
+    std::fs::write(&o.config_path, r#"{"maxMessagesPerPrompt": "ten"}"#).unwrap();
+    let err = Container::start(o).err().expect("must fail");
+    let text = err.to_string();
+    assert!(
+        text.contains("container.json") && text.contains("maxMessagesPerPrompt"),
+        "{text}"
+    );
+}
+
+#[test]
+fn start_fails_clearly_on_an_unmigrated_inbound_db() {
+    let s = TempSession::new();
+    std::fs::remove_file(&s.paths.inbound).unwrap();
+    sessionbus_testkit::legacy::create(
+        &s.paths.inbound,
+        sessionbus_schema::FileKind::Inbound,
+        3,
+        sessionbus_testkit::legacy::Style::Patched,
+        2,
+    )
+    .unwrap();
+    let err = Container::start(opts(&s)).err().expect("must fail");
+    let text = err.to_string();
+    assert!(
+        text.contains("inbound.db") && text.contains("cargo xtask migrate"),
+        "{text}"
+    );
+}
+
+#[test]
+fn start_adopts_the_legacy_continuation() {
+    let s = TempSession::new();
+    s.container()
+        .outbound()
+        .state_set(LEGACY_CONTINUATION_KEY, "old")
+        .unwrap();
+    let c = Container::start(opts(&s)).unwrap();
+    assert_eq!(
+        c.session()
+            .outbound()
+            .continuation("claude")
+            .unwrap()
+            .as_deref(),
+        Some("old")
+    );
+}
+
+/// A fake container control that records what the sweep asked for.
+#[derive(Default)]
+struct Fake {
+    running: bool,
+    kills: Vec<String>,
+    starts: usize,
+}
+
+impl ContainerControl for Fake {
+    fn is_running(&mut self, _: &SessionPaths) -> bool {
+        self.running
+    }
+    fn kill(&mut self, _: &SessionPaths, reason: &KillReason) -> Result<(), String> {
+        self.kills.push(reason.to_string());
+        self.running = false;
+        Ok(())
+    }
+    fn start(&mut self, _: &SessionPaths) -> Result<(), String> {
+        self.starts += 1;
+        self.running = true;
+        Ok(())
+    }
+}
+
+#[test]
+fn sweep_kills_a_stuck_container_retries_its_claim_and_clears_orphans() {
+    let s = TempSession::new();
+    let h = s.host();
+    h.inbound()
+        .write_message(&message("m", "x").build())
+        .unwrap();
+    let c = s.container();
+    c.outbound()
+        .ack(&["m".into()], &AckStatus::Processing)
+        .unwrap();
+    // Heartbeat before the claim, then silence for longer than the 60 s tolerance.
+    sessionbus_runtime::heartbeat::touch_at(&s.paths.heartbeat, s.clock.now().plus_millis(-1000))
+        .unwrap();
+    let mut ctl = Fake {
+        running: true,
+        ..Fake::default()
+    };
+    let r = sweep_session(&h, &mut ctl, &|_| None, SweepOptions::default()).unwrap();
+    assert_eq!(r.decision, Some(StuckDecision::Healthy));
+    assert!(!r.killed);
+    s.clock.advance_secs(61);
+    let r = sweep_session(&h, &mut ctl, &|_| None, SweepOptions::default()).unwrap();
+    assert!(r.killed, "{r:?}");
+    assert!(ctl.kills[0].contains("message m"), "{:?}", ctl.kills);
+    assert_eq!(r.retried, vec!["m"]);
+    assert_eq!(r.orphan_claims_deleted, 1);
+    let m = h.inbound().message("m").unwrap().unwrap();
+    assert_eq!(m.tries, 1);
+    assert_eq!(
+        m.process_after.unwrap().instant(),
+        Some(s.clock.now().plus_millis(5000))
+    );
+    assert!(h.outbound().claims().unwrap().is_empty());
+    // Not bumped again while its retry is in the future.
+    c.outbound()
+        .ack(&["m".into()], &AckStatus::Processing)
+        .unwrap();
+    let r = sweep_session(&h, &mut ctl, &|_| None, SweepOptions::default()).unwrap();
+    assert!(r.retried.is_empty());
+    assert_eq!(h.inbound().message("m").unwrap().unwrap().tries, 1);
+}
+
+#[test]
+fn sweep_fails_a_message_after_max_tries_and_wakes_for_due_work() {
+    let s = TempSession::new();
+    let h = s.host();
+    h.inbound()
+        .write_messages(&[message("m", "x").build(), message("n", "y").build()])
+        .unwrap();
+    h.inbound()
+        .apply_retries(&[RetryUpdate::Retry {
+            id: "m".into(),
+            tries: 5,
+            process_after: s.clock.now(),
+        }])
+        .unwrap();
+    s.container()
+        .outbound()
+        .ack(&["m".into()], &AckStatus::Processing)
+        .unwrap();
+    let mut ctl = Fake::default();
+    let opts = SweepOptions {
+        wake: true,
+        ..SweepOptions::default()
+    };
+    let r = sweep_session(&h, &mut ctl, &|_| None, opts).unwrap();
+    assert_eq!(r.failed, vec!["m"]);
+    assert_eq!(
+        h.inbound().message("m").unwrap().unwrap().status,
+        MessageStatus::Failed
+    );
+    assert!(
+        r.woke && ctl.starts == 1,
+        "n is due: a container is started"
+    );
+}
+
+#[test]
+fn decide_now_widens_tolerance_for_a_declared_bash_timeout() {
+    let s = TempSession::new();
+    let h = s.host();
+    h.inbound()
+        .write_message(&message("m", "x").build())
+        .unwrap();
+    let c = s.container();
+    sessionbus_runtime::heartbeat::touch_at(&s.paths.heartbeat, s.clock.now().plus_millis(-1))
+        .unwrap();
+    c.outbound()
+        .ack(&["m".into()], &AckStatus::Processing)
+        .unwrap();
+    c.outbound()
+        .set_tool_in_flight("Bash", Some(600_000))
+        .unwrap();
+    s.clock.advance_secs(120);
+    assert_eq!(decide_now(&h).unwrap(), StuckDecision::Healthy);
+    s.clock.advance_secs(600);
+    assert!(matches!(
+        decide_now(&h).unwrap(),
+        StuckDecision::Kill { .. }
+    ));
+}
+
+struct Collect(Vec<(i64, String)>, usize);
+
+impl Deliverer for Collect {
+    fn deliver(&mut self, row: &DueOutbound, attempt: i64) -> Result<Option<String>, String> {
+        if self.1 > 0 {
+            self.1 -= 1;
+            return Err("platform down".into());
+        }
+        self.0.push((attempt, row.message.id.clone()));
+        Ok(Some(format!("P-{}", row.message.id)))
+    }
+}
+
+#[test]
+fn delivery_retries_then_gives_up_after_max_attempts() {
+    let s = TempSession::new();
+    let h = s.host();
+    s.container()
+        .outbound()
+        .write(&NewOutbound::chat("r1", "x"))
+        .unwrap();
+    let mut d = Collect(Vec::new(), 1);
+    let r = deliver_session(&h, &mut d, 3).unwrap();
+    assert_eq!(r.deferred, vec!["r1"]);
+    let r = deliver_session(&h, &mut d, 3).unwrap();
+    assert_eq!(r.delivered.len(), 1);
+    assert_eq!(d.0, vec![(2, "r1".to_string())]);
+    s.container()
+        .outbound()
+        .write(&NewOutbound::chat("r2", "x"))
+        .unwrap();
+    let mut down = Collect(Vec::new(), usize::MAX);
+    for _ in 0..2 {
+        assert_eq!(
+            deliver_session(&h, &mut down, 3).unwrap().deferred,
+            vec!["r2"]
+        );
+    }
+    assert_eq!(
+        deliver_session(&h, &mut down, 3).unwrap().failed,
+        vec!["r2"]
+    );
+    assert!(h.due_outbound(10).unwrap().is_empty());
+}
+
+#[test]
+fn command_gate_denies_into_a_host_reply_and_filters_silently() {
+    let s = TempSession::new();
+    let h = s.host();
+    let denied = accept_chat(&h, &message("c1", "/cost").build(), || false).unwrap();
+    assert!(matches!(denied, Accepted::Denied { ref command, .. } if command == "/cost"));
+    assert!(matches!(
+        accept_chat(&h, &message("c2", "/help").build(), || true).unwrap(),
+        Accepted::Filtered { .. }
+    ));
+    assert!(matches!(
+        accept_chat(&h, &message("c3", "/cost").build(), || true).unwrap(),
+        Accepted::Written(_)
+    ));
+    assert!(matches!(
+        accept_chat(&h, &message("c4", "hello").build(), || unreachable!()).unwrap(),
+        Accepted::Written(_)
+    ));
+    assert!(
+        h.inbound().message("c1").unwrap().is_none(),
+        "nothing reaches messages_in"
+    );
+    assert!(h.inbound().message("c2").unwrap().is_none());
+    let due = h.due_outbound(10).unwrap();
+    assert_eq!(due.len(), 1);
+    let d = &due[0];
+    assert_eq!(d.source, OutboundSource::Host);
+    assert_eq!(d.message.in_reply_to.as_deref(), Some("c1"));
+    assert_eq!(
+        d.message.address,
+        sessionbus_testkit::chat_address(),
+        "same chat and thread"
+    );
+    assert!(d
+        .message
+        .content
+        .contains("Permission denied: /cost requires admin access."));
+}
+
+/// Field item 5: one bad session must not stall the rest.
+#[test]
+fn one_broken_session_does_not_stall_ten_healthy_ones() {
+    let sessions: Vec<TempSession> = (0..11).map(|_| TempSession::new()).collect();
+    for (i, s) in sessions.iter().enumerate() {
+        s.host()
+            .inbound()
+            .write_message(&message(&format!("m{i}"), "x").build())
+            .unwrap();
+        s.container()
+            .outbound()
+            .write(&NewOutbound::chat(format!("r{i}"), "y"))
+            .unwrap();
+    }
+    // Session 3: outbound.db replaced by garbage.
+    std::fs::write(
+        &sessions[3].paths.outbound,
+        b"this is not a database at all, not even close....",
+    )
+    .unwrap();
+    // Session 7: folder gone.
+    std::fs::remove_dir_all(sessions[7].dir()).unwrap();
+    let hosts: Vec<HostSession> = sessions.iter().map(|s| s.host()).collect();
+    let mut delivered = 0;
+    let outcomes = for_each_session(&hosts, |h| {
+        let mut ctl = Fake::default();
+        sweep_session(h, &mut ctl, &|_| None, SweepOptions::default())?;
+        let mut d = Collect(Vec::new(), 0);
+        let r = deliver_session(h, &mut d, 3)?;
+        delivered += r.delivered.len();
+        Ok(r.delivered.len())
+    });
+    let failed: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.result.is_err())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(failed, vec![3, 7]);
+    assert_eq!(delivered, 9);
+    let e3 = outcomes[3].result.as_ref().unwrap_err().to_string();
+    assert!(
+        e3.contains("outbound.db") && e3.contains("not an SQLite database"),
+        "{e3}"
+    );
+}
+
+/// Field item 1: a container killed inside a transaction leaves outbound.db-journal; once the
+/// host knows the container is stopped, the sweep recovers the file and carries on.
+#[test]
+fn sweep_recovers_a_hot_outbound_journal_once_the_container_is_stopped() {
+    let s = TempSession::new();
+    let h = s.host();
+    h.inbound()
+        .write_message(&message("m", "x").build())
+        .unwrap();
+    s.container()
+        .outbound()
+        .ack(&["m".into()], &AckStatus::Processing)
+        .unwrap();
+    leave_hot_journal(&s.paths.outbound);
+    let err = h.outbound().claims().unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    let mut ctl = Fake::default();
+    let r = sweep_session(&h, &mut ctl, &|_| None, SweepOptions::default()).unwrap();
+    assert!(r.recovered_hot_journal);
+    assert_eq!(r.retried, vec!["m"]);
+    assert!(h.outbound().claims().unwrap().is_empty());
+}
+
+/// Leaves a real hot journal: a child process writes inside a transaction with a tiny page
+/// cache (so pages spill to the file) and aborts before COMMIT.
+fn leave_hot_journal(db: &std::path::Path) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_write_and_abort", "--nocapture"])
+        .env("SESSIONBUS_HOT_CHILD", db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the child must die mid-transaction");
+    assert!(
+        sessionbus_schema::error::hot_journal(db).is_some(),
+        "no journal left behind"
+    );
+}
+
+#[test]
+fn child_write_and_abort() {
+    let Ok(db) = std::env::var("SESSIONBUS_HOT_CHILD") else {
+        return; // only meaningful as a child of leave_hot_journal
+    };
+    use diesel::connection::SimpleConnection;
+    let mut c = <diesel::SqliteConnection as diesel::Connection>::establish(&db).unwrap();
+    c.batch_execute("PRAGMA cache_size = 1; BEGIN IMMEDIATE;")
+        .unwrap();
+    for i in 0..2000 {
+        c.batch_execute(&format!(
+            "INSERT INTO session_state (key, value, updated_at) VALUES ('k{i}', '{}', 'x')",
+            "v".repeat(200)
+        ))
+        .unwrap();
+    }
+    std::process::abort();
+}
