@@ -7,11 +7,20 @@ use sessionbus_testkit::{message, reply, TempSession};
 #[test]
 fn start_clears_stale_claims_and_tool_state() {
     let s = TempSession::new();
-    s.host().inbound().write_messages(&[message("a", "x").build(), message("b", "x").build()]).unwrap();
+    s.host()
+        .inbound()
+        .write_messages(&[message("a", "x").build(), message("b", "x").build()])
+        .unwrap();
     let old = s.container();
-    old.outbound().ack(&["a".into()], &AckStatus::Processing).unwrap();
-    old.outbound().ack(&["b".into()], &AckStatus::Completed).unwrap();
-    old.outbound().set_tool_in_flight("Bash", Some(3_600_000)).unwrap();
+    old.outbound()
+        .ack(&["a".into()], &AckStatus::Processing)
+        .unwrap();
+    old.outbound()
+        .ack(&["b".into()], &AckStatus::Completed)
+        .unwrap();
+    old.outbound()
+        .set_tool_in_flight("Bash", Some(3_600_000))
+        .unwrap();
     drop(old);
     let c = s.container();
     assert_eq!(c.start().unwrap(), 1);
@@ -20,7 +29,10 @@ fn start_clears_stale_claims_and_tool_state() {
     let st = h.outbound().container_state().unwrap().unwrap();
     assert_eq!((st.current_tool, st.tool_declared_timeout_ms), (None, None));
     // The completed ack survives the restart.
-    assert_eq!(c.outbound().acks(&["b".into()]).unwrap()[0].status, AckStatus::Completed);
+    assert_eq!(
+        c.outbound().acks(&["b".into()]).unwrap()[0].status,
+        AckStatus::Completed
+    );
 }
 
 #[test]
@@ -39,13 +51,18 @@ fn poll_returns_newest_n_oldest_first_skipping_acked_system_and_future() {
         ])
         .unwrap();
     let c = s.container();
-    c.outbound().ack(&["m4".into()], &AckStatus::Processing).unwrap();
+    c.outbound()
+        .ack(&["m4".into()], &AckStatus::Processing)
+        .unwrap();
     let b = c.poll(true, 2).unwrap();
     assert_eq!(b.ids(), vec!["m2", "m3"]);
     let b = c.poll(true, 10).unwrap();
     assert_eq!(b.ids(), vec!["m1", "m2", "m3"]);
     s.clock.advance_secs(31);
-    assert_eq!(c.poll(false, 10).unwrap().ids(), vec!["m1", "m2", "m3", "future"]);
+    assert_eq!(
+        c.poll(false, 10).unwrap().ids(),
+        vec!["m1", "m2", "m3", "future"]
+    );
 }
 
 #[test]
@@ -53,28 +70,39 @@ fn on_wake_rows_only_on_the_first_poll_and_context_does_not_wake() {
     let s = TempSession::new();
     s.host()
         .inbound()
-        .write_messages(&[message("wake", "x").on_wake().build(), message("ctx", "x").context().build()])
+        .write_messages(&[
+            message("wake", "x").on_wake().build(),
+            message("ctx", "x").context().build(),
+        ])
         .unwrap();
     let c = s.container();
     let first = c.poll(true, 10).unwrap();
     assert_eq!(first.ids(), vec!["wake", "ctx"]);
     let later = c.poll(false, 10).unwrap();
     assert_eq!(later.ids(), vec!["ctx"]);
-    assert!(!later.wakes(), "a batch of context rows alone does not wake the agent");
+    assert!(
+        !later.wakes(),
+        "a batch of context rows alone does not wake the agent"
+    );
     assert!(first.wakes());
 }
 
 #[test]
 fn poll_limit_of_zero_is_a_clear_error() {
     let s = TempSession::new();
-    assert!(matches!(s.container().poll(true, 0), Err(StoreError::InvalidArgument { .. })));
+    assert!(matches!(
+        s.container().poll(true, 0),
+        Err(StoreError::InvalidArgument { .. })
+    ));
 }
 
 #[test]
 fn replies_get_odd_seqs_above_both_files_and_commit_with_their_ack() {
     let s = TempSession::new();
     let h = s.host();
-    h.inbound().write_messages(&[message("a", "x").build(), message("b", "x").build()]).unwrap();
+    h.inbound()
+        .write_messages(&[message("a", "x").build(), message("b", "x").build()])
+        .unwrap();
     let c = s.container();
     let batch = c.poll(true, 10).unwrap();
     let seqs = c
@@ -82,14 +110,19 @@ fn replies_get_odd_seqs_above_both_files_and_commit_with_their_ack() {
         .commit(
             &batch.ids(),
             &AckStatus::Completed,
-            &[NewOutbound::reply_to("ra", &batch.messages[0], "A"), NewOutbound::reply_to("rb", &batch.messages[1], "B")],
+            &[
+                NewOutbound::reply_to("ra", &batch.messages[0], "A"),
+                NewOutbound::reply_to("rb", &batch.messages[1], "B"),
+            ],
         )
         .unwrap();
     assert_eq!(seqs, vec![Seq(5), Seq(7)]);
     let acks = c.outbound().acks(&batch.ids()).unwrap();
     assert!(acks.iter().all(|a| a.status == AckStatus::Completed));
     // The host writes more; the next reply still sorts after everything.
-    h.inbound().write_message(&message("c", "x").build()).unwrap();
+    h.inbound()
+        .write_message(&message("c", "x").build())
+        .unwrap();
     assert_eq!(h.inbound().message("c").unwrap().unwrap().seq, Some(Seq(6)));
     assert_eq!(c.outbound().write(&reply("rc", "C")).unwrap(), Seq(9));
 }
@@ -97,11 +130,17 @@ fn replies_get_odd_seqs_above_both_files_and_commit_with_their_ack() {
 #[test]
 fn invalid_reply_content_writes_neither_reply_nor_ack() {
     let s = TempSession::new();
-    s.host().inbound().write_message(&message("a", "x").build()).unwrap();
+    s.host()
+        .inbound()
+        .write_message(&message("a", "x").build())
+        .unwrap();
     let c = s.container();
     let mut bad = reply("r", "x");
     bad.content = "nope".into();
-    let err = c.outbound().commit(&["a".into()], &AckStatus::Completed, &[bad]).unwrap_err();
+    let err = c
+        .outbound()
+        .commit(&["a".into()], &AckStatus::Completed, &[bad])
+        .unwrap_err();
     assert!(matches!(err, StoreError::InvalidContent { .. }), "{err}");
     assert!(c.outbound().acks(&["a".into()]).unwrap().is_empty());
     assert_eq!(c.poll(true, 10).unwrap().ids(), vec!["a"]);
@@ -110,18 +149,33 @@ fn invalid_reply_content_writes_neither_reply_nor_ack() {
 #[test]
 fn lookups_by_seq_route_by_parity() {
     let s = TempSession::new();
-    let w = s.host().inbound().write_message(&message("in-1", "x").build()).unwrap();
+    let w = s
+        .host()
+        .inbound()
+        .write_message(&message("in-1", "x").build())
+        .unwrap();
     let c = s.container();
     let r = c.outbound().write(&reply("out-1", "y")).unwrap();
     let t = c.lookup_seq(w.seq).unwrap().unwrap();
     assert_eq!((t.id.as_str(), t.source), ("in-1", OutboundSource::Host));
     assert_eq!(t.platform_message_id, "in-1");
     let t = c.lookup_seq(r).unwrap().unwrap();
-    assert_eq!((t.id.as_str(), t.source), ("out-1", OutboundSource::Container));
-    assert_eq!(t.platform_message_id, "out-1", "not delivered yet: the internal id");
+    assert_eq!(
+        (t.id.as_str(), t.source),
+        ("out-1", OutboundSource::Container)
+    );
+    assert_eq!(
+        t.platform_message_id, "out-1",
+        "not delivered yet: the internal id"
+    );
     s.host()
         .inbound()
-        .record_delivery("out-1", &DeliveryOutcome::Delivered { platform_message_id: Some("P9".into()) })
+        .record_delivery(
+            "out-1",
+            &DeliveryOutcome::Delivered {
+                platform_message_id: Some("P9".into()),
+            },
+        )
         .unwrap();
     assert_eq!(c.lookup_seq(r).unwrap().unwrap().platform_message_id, "P9");
     assert!(c.lookup_seq(Seq(1000)).unwrap().is_none());
@@ -160,7 +214,10 @@ fn session_state_and_continuations() {
     assert!(o.state_delete("k").unwrap());
     assert!(!o.state_delete("k").unwrap());
     o.set_continuation("Claude", "c-1").unwrap();
-    assert_eq!(o.state_get("continuation:claude").unwrap().as_deref(), Some("c-1"));
+    assert_eq!(
+        o.state_get("continuation:claude").unwrap().as_deref(),
+        Some("c-1")
+    );
     assert_eq!(o.continuation("CLAUDE").unwrap().as_deref(), Some("c-1"));
 }
 
@@ -184,15 +241,33 @@ fn legacy_continuation_is_adopted_only_when_the_provider_has_none_and_always_del
 fn tool_in_flight_set_and_clear() {
     let s = TempSession::new();
     let c = s.container();
-    c.outbound().set_tool_in_flight("Bash", Some(600_000)).unwrap();
+    c.outbound()
+        .set_tool_in_flight("Bash", Some(600_000))
+        .unwrap();
     let st = s.host().outbound().container_state().unwrap().unwrap();
     assert_eq!(st.current_tool.as_deref(), Some("Bash"));
     assert_eq!(st.tool_declared_timeout_ms, Some(600_000));
     assert_eq!(st.tool_started_at.unwrap().instant(), Some(s.clock.now()));
     c.outbound().set_tool_in_flight("Read", None).unwrap();
-    assert_eq!(s.host().outbound().container_state().unwrap().unwrap().tool_declared_timeout_ms, None);
+    assert_eq!(
+        s.host()
+            .outbound()
+            .container_state()
+            .unwrap()
+            .unwrap()
+            .tool_declared_timeout_ms,
+        None
+    );
     c.outbound().clear_tool_in_flight().unwrap();
-    assert_eq!(s.host().outbound().container_state().unwrap().unwrap().current_tool, None);
+    assert_eq!(
+        s.host()
+            .outbound()
+            .container_state()
+            .unwrap()
+            .unwrap()
+            .current_tool,
+        None
+    );
 }
 
 #[test]
@@ -211,8 +286,13 @@ fn question_answers_match_the_json_field_not_the_text() {
     let c = s.container();
     assert_eq!(c.find_answer("q-7").unwrap().unwrap().id, "ans");
     assert!(c.find_answer("q-1").unwrap().is_none());
-    c.outbound().ack(&["ans".into()], &AckStatus::Completed).unwrap();
-    assert!(c.find_answer("q-7").unwrap().is_none(), "an acked answer is taken");
+    c.outbound()
+        .ack(&["ans".into()], &AckStatus::Completed)
+        .unwrap();
+    assert!(
+        c.find_answer("q-7").unwrap().is_none(),
+        "an acked answer is taken"
+    );
 }
 
 #[test]
@@ -232,7 +312,10 @@ fn unknown_kinds_and_statuses_from_a_newer_peer_read_fine() {
     )
     .unwrap();
     let h = s.host();
-    assert_eq!(h.inbound().message("n1").unwrap().unwrap().kind, MessageKind::Other("hologram".into()));
+    assert_eq!(
+        h.inbound().message("n1").unwrap().unwrap().kind,
+        MessageKind::Other("hologram".into())
+    );
     assert_eq!(
         h.inbound().message("n2").unwrap().unwrap().status,
         MessageStatus::Other("quarantined".into())

@@ -25,7 +25,10 @@ fn session_ids_cannot_escape_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     for (g, s) in [("..", "x"), ("g", "../x"), ("g/h", "x"), ("g", "a\0b")] {
         let err = SessionPaths::in_data_dir(dir.path(), g, s).unwrap_err();
-        assert!(matches!(err, StoreError::InvalidId { .. }), "{g:?}/{s:?}: {err}");
+        assert!(
+            matches!(err, StoreError::InvalidId { .. }),
+            "{g:?}/{s:?}: {err}"
+        );
     }
 }
 
@@ -37,7 +40,10 @@ fn write_assigns_even_increasing_seqs_and_defaults() {
         .inbound()
         .write_messages(&[message("a", "1").build(), message("b", "2").build()])
         .unwrap();
-    assert_eq!(w.iter().map(|w| w.seq).collect::<Vec<_>>(), vec![Seq(2), Seq(4)]);
+    assert_eq!(
+        w.iter().map(|w| w.seq).collect::<Vec<_>>(),
+        vec![Seq(2), Seq(4)]
+    );
     assert!(w.iter().all(|w| w.created));
     let m = host.inbound().message("a").unwrap().unwrap();
     assert_eq!(m.status, MessageStatus::Pending);
@@ -58,7 +64,10 @@ fn content_must_be_json_and_nothing_is_written_otherwise() {
         .inbound()
         .write_messages(&[message("good", "x").build(), bad])
         .unwrap_err();
-    assert!(matches!(err, StoreError::InvalidContent { ref id, .. } if id == "bad"), "{err}");
+    assert!(
+        matches!(err, StoreError::InvalidContent { ref id, .. } if id == "bad"),
+        "{err}"
+    );
     assert!(host.inbound().message("good").unwrap().is_none());
     let huge = message("huge", "x")
         .content(&format!("\"{}\"", "a".repeat(validate::MAX_CONTENT_BYTES)))
@@ -73,9 +82,16 @@ fn content_must_be_json_and_nothing_is_written_otherwise() {
 fn ids_with_path_tricks_are_refused() {
     let s = TempSession::new();
     for id in ["../etc", "a/b", "x\0y", "ctl\u{7}"] {
-        let err = s.host().inbound().write_message(&message(id, "x").build()).unwrap_err();
+        let err = s
+            .host()
+            .inbound()
+            .write_message(&message(id, "x").build())
+            .unwrap_err();
         assert!(matches!(err, StoreError::InvalidId { .. }), "{id:?}: {err}");
-        assert!(err.to_string().contains("inbound.db"), "error names the file: {err}");
+        assert!(
+            err.to_string().contains("inbound.db"),
+            "error names the file: {err}"
+        );
     }
 }
 
@@ -111,7 +127,13 @@ fn destinations_are_replaced_wholesale_and_routing_upserted() {
     h.inbound().replace_destinations(&[d("a"), d("b")]).unwrap();
     h.inbound().replace_destinations(&[d("c")]).unwrap();
     let c = s.container();
-    let names: Vec<String> = c.inbound().destinations().unwrap().into_iter().map(|d| d.name).collect();
+    let names: Vec<String> = c
+        .inbound()
+        .destinations()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
     assert_eq!(names, vec!["c"]);
     assert_eq!(c.inbound().routing().unwrap(), Routing::default());
     let r = Routing {
@@ -129,17 +151,36 @@ fn sync_acks_marks_completed_and_failed_and_leaves_claims() {
     let s = TempSession::new();
     let (h, c) = (s.host(), s.container());
     h.inbound()
-        .write_messages(&[message("ok", "x").build(), message("bad", "x").build(), message("busy", "x").build()])
+        .write_messages(&[
+            message("ok", "x").build(),
+            message("bad", "x").build(),
+            message("busy", "x").build(),
+        ])
         .unwrap();
-    c.outbound().ack(&["ok".into()], &AckStatus::Completed).unwrap();
-    c.outbound().ack(&["bad".into()], &AckStatus::Failed).unwrap();
-    c.outbound().ack(&["busy".into()], &AckStatus::Processing).unwrap();
+    c.outbound()
+        .ack(&["ok".into()], &AckStatus::Completed)
+        .unwrap();
+    c.outbound()
+        .ack(&["bad".into()], &AckStatus::Failed)
+        .unwrap();
+    c.outbound()
+        .ack(&["busy".into()], &AckStatus::Processing)
+        .unwrap();
     let r = h.sync_acks(&|_| None).unwrap();
     assert_eq!(r.completed, vec!["ok"]);
     assert_eq!(r.failed, vec!["bad"]);
-    assert_eq!(h.inbound().message("ok").unwrap().unwrap().status, MessageStatus::Completed);
-    assert_eq!(h.inbound().message("bad").unwrap().unwrap().status, MessageStatus::Failed);
-    assert_eq!(h.inbound().message("busy").unwrap().unwrap().status, MessageStatus::Pending);
+    assert_eq!(
+        h.inbound().message("ok").unwrap().unwrap().status,
+        MessageStatus::Completed
+    );
+    assert_eq!(
+        h.inbound().message("bad").unwrap().unwrap().status,
+        MessageStatus::Failed
+    );
+    assert_eq!(
+        h.inbound().message("busy").unwrap().unwrap().status,
+        MessageStatus::Pending
+    );
     // Idempotent: nothing left to sync.
     assert_eq!(h.sync_acks(&|_| None).unwrap(), SyncReport::default());
     let claims = h.outbound().claims().unwrap();
@@ -152,17 +193,27 @@ fn sync_acks_marks_completed_and_failed_and_leaves_claims() {
 fn recurring_task_fans_out_atomically_with_the_sync() {
     let s = TempSession::new();
     let (h, c) = (s.host(), s.container());
-    h.inbound().write_message(&message("t1", "daily").recurring("0 9 * * *").build()).unwrap();
-    c.outbound().ack(&["t1".into()], &AckStatus::Completed).unwrap();
+    h.inbound()
+        .write_message(&message("t1", "daily").recurring("0 9 * * *").build())
+        .unwrap();
+    c.outbound()
+        .ack(&["t1".into()], &AckStatus::Completed)
+        .unwrap();
     let next_at = s.clock.now().plus_millis(86_400_000);
     let r = h
         .sync_acks(&|m| {
             assert_eq!(m.id, "t1");
-            Some(NextOccurrence { id: "t2".into(), process_after: next_at })
+            Some(NextOccurrence {
+                id: "t2".into(),
+                process_after: next_at,
+            })
         })
         .unwrap();
     assert_eq!(r.recurrences.len(), 1);
-    let (done, next) = (h.inbound().message("t1").unwrap().unwrap(), h.inbound().message("t2").unwrap().unwrap());
+    let (done, next) = (
+        h.inbound().message("t1").unwrap().unwrap(),
+        h.inbound().message("t2").unwrap().unwrap(),
+    );
     assert_eq!(done.recurrence, None);
     assert_eq!(next.recurrence.as_deref(), Some("0 9 * * *"));
     assert_eq!(next.series_id.as_deref(), Some("t1"));
@@ -172,7 +223,13 @@ fn recurring_task_fans_out_atomically_with_the_sync() {
     // The explicit entry point refuses a row that is not a completed recurring task.
     let again = h
         .inbound()
-        .schedule_next_occurrence("t1", &NextOccurrence { id: "t3".into(), process_after: next_at })
+        .schedule_next_occurrence(
+            "t1",
+            &NextOccurrence {
+                id: "t3".into(),
+                process_after: next_at,
+            },
+        )
         .unwrap();
     assert_eq!(again, None);
 }
@@ -181,12 +238,18 @@ fn recurring_task_fans_out_atomically_with_the_sync() {
 fn retries_bump_only_pending_rows_and_failures_stick() {
     let s = TempSession::new();
     let h = s.host();
-    h.inbound().write_messages(&[message("a", "x").build(), message("b", "x").build()]).unwrap();
+    h.inbound()
+        .write_messages(&[message("a", "x").build(), message("b", "x").build()])
+        .unwrap();
     let later = s.clock.now().plus_millis(5_000);
     let n = h
         .inbound()
         .apply_retries(&[
-            RetryUpdate::Retry { id: "a".into(), tries: 1, process_after: later },
+            RetryUpdate::Retry {
+                id: "a".into(),
+                tries: 1,
+                process_after: later,
+            },
             RetryUpdate::Fail { id: "b".into() },
         ])
         .unwrap();
@@ -194,11 +257,18 @@ fn retries_bump_only_pending_rows_and_failures_stick() {
     let a = h.inbound().message("a").unwrap().unwrap();
     assert_eq!(a.tries, 1);
     assert_eq!(a.process_after.unwrap().instant(), Some(later));
-    assert_eq!(h.inbound().message("b").unwrap().unwrap().status, MessageStatus::Failed);
+    assert_eq!(
+        h.inbound().message("b").unwrap().unwrap().status,
+        MessageStatus::Failed
+    );
     // A failed row is not retried back to life.
     let n = h
         .inbound()
-        .apply_retries(&[RetryUpdate::Retry { id: "b".into(), tries: 2, process_after: later }])
+        .apply_retries(&[RetryUpdate::Retry {
+            id: "b".into(),
+            tries: 2,
+            process_after: later,
+        }])
         .unwrap();
     assert_eq!(n, 0);
 }
@@ -207,7 +277,9 @@ fn retries_bump_only_pending_rows_and_failures_stick() {
 fn due_outbound_merges_host_replies_and_records_delivery_once() {
     let s = TempSession::new();
     let (h, c) = (s.host(), s.container());
-    h.inbound().write_message(&message("m1", "hi").build()).unwrap();
+    h.inbound()
+        .write_message(&message("m1", "hi").build())
+        .unwrap();
     let r1 = c.outbound().write(&reply("r1", "one")).unwrap();
     let denial = h
         .inbound()
@@ -222,8 +294,10 @@ fn due_outbound_merges_host_replies_and_records_delivery_once() {
     assert_eq!(denial.0 % 2, 0);
     assert!(r1 < denial && denial < r2, "{r1} {denial} {r2}");
     let due = h.due_outbound(10).unwrap();
-    let order: Vec<(&str, OutboundSource)> =
-        due.iter().map(|d| (d.message.id.as_str(), d.source)).collect();
+    let order: Vec<(&str, OutboundSource)> = due
+        .iter()
+        .map(|d| (d.message.id.as_str(), d.source))
+        .collect();
     assert_eq!(
         order,
         vec![
@@ -233,24 +307,43 @@ fn due_outbound_merges_host_replies_and_records_delivery_once() {
         ]
     );
     for d in &due {
-        assert_eq!(h.inbound().start_delivery_attempt(&d.message.id).unwrap(), 1);
+        assert_eq!(
+            h.inbound().start_delivery_attempt(&d.message.id).unwrap(),
+            1
+        );
         let first = h
             .inbound()
-            .record_delivery(&d.message.id, &DeliveryOutcome::Delivered { platform_message_id: Some(format!("P-{}", d.message.id)) })
+            .record_delivery(
+                &d.message.id,
+                &DeliveryOutcome::Delivered {
+                    platform_message_id: Some(format!("P-{}", d.message.id)),
+                },
+            )
             .unwrap();
         assert!(first);
-        assert!(!h.inbound().record_delivery(&d.message.id, &DeliveryOutcome::Failed).unwrap());
+        assert!(!h
+            .inbound()
+            .record_delivery(&d.message.id, &DeliveryOutcome::Failed)
+            .unwrap());
     }
     assert!(h.due_outbound(10).unwrap().is_empty());
     // The container finds the platform ids by seq, both parities.
     let t = c.lookup_seq(r1).unwrap().unwrap();
     assert_eq!(t.platform_message_id, "P-r1");
     let t = c.lookup_seq(denial).unwrap().unwrap();
-    assert_eq!((t.id.as_str(), t.platform_message_id.as_str()), ("deny-1", "P-deny-1"));
+    assert_eq!(
+        (t.id.as_str(), t.platform_message_id.as_str()),
+        ("deny-1", "P-deny-1")
+    );
     // A row written after everything was settled is still found.
     c.outbound().write(&reply("r3", "three")).unwrap();
     let due = h.due_outbound(10).unwrap();
-    assert_eq!(due.iter().map(|d| d.message.id.as_str()).collect::<Vec<_>>(), vec!["r3"]);
+    assert_eq!(
+        due.iter()
+            .map(|d| d.message.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["r3"]
+    );
 }
 
 #[test]
@@ -259,7 +352,8 @@ fn same_day_iso_deliver_after_earlier_today_is_delivered() {
     // SQLite's "YYYY-MM-DD HH:MM:SS" and upstream never delivered it. Write it the way the
     // older container did, through a plain connection.
     let s = TempSession::new();
-    s.clock.set(Timestamp::parse("2026-04-21 12:00:00").unwrap());
+    s.clock
+        .set(Timestamp::parse("2026-04-21 12:00:00").unwrap());
     s.container().outbound().write(&reply("seed", "x")).unwrap();
     let mut conn = <diesel::SqliteConnection as diesel::Connection>::establish(
         s.paths.outbound.to_str().unwrap(),
@@ -275,7 +369,13 @@ fn same_day_iso_deliver_after_earlier_today_is_delivered() {
     )
     .unwrap();
     drop(conn);
-    let due: Vec<String> = s.host().due_outbound(10).unwrap().into_iter().map(|d| d.message.id).collect();
+    let due: Vec<String> = s
+        .host()
+        .due_outbound(10)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.message.id)
+        .collect();
     assert_eq!(due, vec!["seed", "iso"]);
 }
 
@@ -284,8 +384,14 @@ fn delivery_attempts_survive_a_host_restart() {
     let s = TempSession::new();
     s.container().outbound().write(&reply("r1", "x")).unwrap();
     let first_host = s.host();
-    assert_eq!(first_host.inbound().start_delivery_attempt("r1").unwrap(), 1);
-    first_host.inbound().note_delivery_error("r1", "platform timeout").unwrap();
+    assert_eq!(
+        first_host.inbound().start_delivery_attempt("r1").unwrap(),
+        1
+    );
+    first_host
+        .inbound()
+        .note_delivery_error("r1", "platform timeout")
+        .unwrap();
     drop(first_host);
     // A new host (a restart): the attempt is still counted, the row still due.
     let host = s.host();
@@ -313,15 +419,26 @@ fn host_reply_is_idempotent_by_id() {
 #[test]
 fn host_write_on_missing_folder_is_a_clear_not_found() {
     let h = HostSession::open("/nonexistent/sessionbus/x");
-    let err = h.inbound().write_message(&message("m", "x").build()).unwrap_err();
-    assert!(matches!(err.as_db(), Some(DbError::NotFound { .. })), "{err}");
-    assert!(err.to_string().contains("/nonexistent/sessionbus/x/inbound.db"));
+    let err = h
+        .inbound()
+        .write_message(&message("m", "x").build())
+        .unwrap_err();
+    assert!(
+        matches!(err.as_db(), Some(DbError::NotFound { .. })),
+        "{err}"
+    );
+    assert!(err
+        .to_string()
+        .contains("/nonexistent/sessionbus/x/inbound.db"));
     assert!(!std::path::Path::new("/nonexistent/sessionbus").exists());
 }
 
 #[test]
 fn pending_lists_newest_first() {
     let s = TempSession::new();
-    s.host().inbound().write_messages(&[message("a", "1").build(), message("b", "2").build()]).unwrap();
+    s.host()
+        .inbound()
+        .write_messages(&[message("a", "1").build(), message("b", "2").build()])
+        .unwrap();
     assert_eq!(ids(&s.host().inbound().pending().unwrap()), vec!["b", "a"]);
 }
