@@ -47,6 +47,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod attachments;
 pub mod error;
 mod fileio;
 pub mod inbound_reader;
@@ -58,6 +59,7 @@ mod rows;
 pub mod session;
 pub mod validate;
 
+pub use attachments::Attachment;
 pub use error::{Result, StoreError};
 pub use inbound_reader::InboundReader;
 pub use inbound_writer::{InboundWriter, NextOccurrence, SyncReport};

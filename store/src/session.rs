@@ -319,6 +319,23 @@ impl HostSession {
         Ok(due)
     }
 
+    /// Writes an attachment for the agent at `inbox/<message_id>/<name>`, refusing planted
+    /// symlinks, names that escape the folder and existing files (see [`crate::attachments`]).
+    pub fn write_inbox_attachment(
+        &self,
+        message_id: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<PathBuf> {
+        crate::attachments::write_inbox(&self.paths.dir, message_id, name, bytes)
+    }
+
+    /// Reads the attachments the agent produced for `message_id` (`outbox/<message_id>/`),
+    /// refusing symlinks and non-files (see [`crate::attachments`]).
+    pub fn read_outbox_attachments(&self, message_id: &str) -> Result<Vec<crate::Attachment>> {
+        crate::attachments::read_outbox(&self.paths.dir, message_id)
+    }
+
     /// The host's only write into outbound.db, for after it stopped the container.
     pub fn stopped_container(&self, _proof: NoContainerRunning) -> StoppedContainerOutbound {
         StoppedContainerOutbound {
