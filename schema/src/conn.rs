@@ -257,8 +257,18 @@ impl DbFile {
     pub fn open_reader(&self, op: &'static str) -> Result<SqliteConnection, DbError> {
         let uri = match &self.location {
             Location::File(path) => {
-                if self.check_path(op, path)?.is_none() {
-                    return Err(DbError::NotFound { at: self.at(op) });
+                match self.check_path(op, path)? {
+                    None => return Err(DbError::NotFound { at: self.at(op) }),
+                    // Refused from the header, before SQLite opens it: even a `mode=ro`
+                    // connection to a WAL file creates `-wal` and `-shm` next to it on its
+                    // first read, which is exactly what must not happen across the mount.
+                    Some(FileHeader::Sqlite { wal: true }) => {
+                        return Err(DbError::WalMode {
+                            at: self.at(op),
+                            mode: "wal".into(),
+                        })
+                    }
+                    Some(_) => {}
                 }
                 file_uri(path, "ro").map_err(|source| DbError::Io {
                     at: self.at(op),
