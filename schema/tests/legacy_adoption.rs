@@ -7,30 +7,13 @@ mod common;
 
 use common::*;
 use diesel::SqliteConnection;
-use sessionbus_schema::migrate::{self, FileState, Generation};
+use sessionbus_schema::migrate::{self, FileState};
 use sessionbus_schema::{DbFile, FileKind, Role, Timestamp};
 use sessionbus_testkit::legacy::{self, SessionStateShape, Style};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 const ROWS: usize = 7;
-
-/// The generation `FileState::Legacy` must report for a file built as generation `g`: a
-/// generation that changed nothing in a file cannot be told from the one before it.
-fn reported_generation(kind: FileKind, g: u8) -> Generation {
-    Generation(match kind {
-        FileKind::Outbound => match g {
-            0 | 1 => 0,
-            2..=4 => 2,
-            _ => 5,
-        },
-        FileKind::Inbound => match g {
-            1 | 2 => 1,
-            4 | 5 => 4,
-            other => other,
-        },
-    })
-}
 
 /// The upstream tables of each file (SPEC section 3); the rest are this library's own.
 fn upstream_tables(kind: FileKind) -> &'static [&'static str] {
