@@ -153,9 +153,10 @@ fn a_writer_blocked_by_another_writer_is_locked_and_retryable() {
         other => panic!("expected Locked, got {other:?}"),
     }
     assert!(err.is_retryable());
+    // It waited (SQLite's busy handler sleeps up to the timeout in steps), not failed at once.
     assert!(
-        waited >= short,
-        "gave up after {waited:?}, before the busy timeout"
+        waited >= short * 2 / 3,
+        "gave up after {waited:?}, well before the busy timeout"
     );
     let reader = reader_file(&path, FileKind::Inbound).with_busy_timeout(short);
     reader.open_reader("read while locked").unwrap();
