@@ -385,7 +385,7 @@ pub fn is_clear(msg: &MessageIn) -> bool {
 
 enum Segment {
     Messages(Vec<MessageIn>),
-    Clear(MessageIn),
+    Clear(Box<MessageIn>),
 }
 
 /// Splits a batch around `/clear` commands, keeping order: what came before a clear is
@@ -398,7 +398,7 @@ fn split_at_clears(batch: Batch) -> Vec<Segment> {
             if !current.is_empty() {
                 out.push(Segment::Messages(std::mem::take(&mut current)));
             }
-            out.push(Segment::Clear(m));
+            out.push(Segment::Clear(Box::new(m)));
         } else {
             current.push(m);
         }

@@ -9,12 +9,17 @@
 //! dispatches. Commands:
 //!
 //! - [`migrate`]: bring every `inbound.db` / `outbound.db` of a data dir to this build's
-//!   schema, adopting legacy files of every generation.
+//!   schema, adopting legacy files of every generation;
+//! - [`demo`]: a host and an echo container process talking through real files, with a
+//!   `kill -9` mid-conversation that the sweep recovers from;
+//! - [`inspect`]: what one session folder holds right now (read-only).
 //!
-//! Later commands (demo, inspect, bench, soak, mountcheck) are added the same way: a module
+//! Later commands (bench, soak, mountcheck) are added the same way: a module
 //! here and a variant of [`Command`].
 #![warn(missing_docs)]
 
+pub mod demo;
+pub mod inspect;
 pub mod migrate;
 
 use std::process::ExitCode;
@@ -38,11 +43,18 @@ pub struct Cli {
 pub enum Command {
     /// Migrate every session's inbound.db and outbound.db to this build's schema.
     Migrate(migrate::MigrateArgs),
+    /// Run a host and an echo container through real files, kill the container mid-way,
+    /// and show every message answered exactly once.
+    Demo(demo::DemoArgs),
+    /// Show what a session folder holds right now, without writing anything.
+    Inspect(inspect::InspectArgs),
 }
 
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Migrate(args) => migrate::main(&args),
+        Command::Demo(args) => demo::main(&args),
+        Command::Inspect(args) => inspect::main(&args),
     }
 }

@@ -1,0 +1,170 @@
+//! A complete container binary on the sessionbus runtime: it answers every chat message with
+//! `echo: <text>`.
+//!
+//! ```text
+//! echo_container [--workspace DIR] [--config PATH] [--slow-ms N] [--heartbeat-ms N]
+//! ```
+//!
+//! - `--workspace DIR` is the session folder (`/workspace` inside a real container);
+//! - `--config PATH` is the group's `container.json` (default `<workspace>/agent/container.json`):
+//!   a missing file means the defaults, a malformed one is an error (exit 1);
+//! - the poll loop is the runtime's [`Container::run`]: heartbeat, acks, `/clear`, replies
+//!   committed together with their acks;
+//! - the handler replies `echo: <text>` to each chat message, to the same address and
+//!   `in_reply_to` the message, and keeps a turn counter as the provider's continuation in
+//!   `session_state` (the runtime forgets it on `/clear`);
+//! - SIGTERM or SIGINT stop the loop; the runtime clears its `processing` acks on the way out,
+//!   so a stopped container leaves no claim behind;
+//! - `--slow-ms N` sleeps N ms per batch in the handler (tests kill it mid-handling; a stop
+//!   signal cuts the sleep short and the batch is answered at once);
+//! - `--heartbeat-ms N` sets how often the heartbeat is touched while idle or busy (default
+//!   5000).
+//!
+//! One line per handled batch goes to stderr. Exit status: 0 after a clean stop, 1 when
+//! start-up or the loop fails (the error names the file and what to do), 2 for bad arguments.
+
+use clap::Parser;
+use sessionbus_runtime::container::{Container, ContainerOptions, Handled, HandlerContext};
+use sessionbus_runtime::error::RuntimeError;
+use sessionbus_store::{Batch, MessageKind, NewOutbound};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The echo container's command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "echo_container",
+    about = "A sessionbus container that answers every chat message with `echo: <text>`"
+)]
+struct Args {
+    /// The session folder holding inbound.db, outbound.db and .heartbeat
+    #[arg(long, value_name = "DIR", default_value = sessionbus_store::WORKSPACE)]
+    workspace: PathBuf,
+
+    /// The group's container.json (default: <workspace>/agent/container.json); a missing file
+    /// means the defaults, a malformed one is an error
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Sleep this long in the handler for every batch (to simulate a slow agent)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    slow_ms: u64,
+
+    /// Touch the heartbeat this often while idle or busy
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    heartbeat_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            // Help and version go to stdout with status 0; usage errors exit 2.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echo_container: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| format!("cannot install the handler for signal {signal}: {e}"))?;
+    }
+
+    let mut opts = ContainerOptions::in_folder(&args.workspace);
+    if let Some(config) = &args.config {
+        opts.config_path = config.clone();
+    }
+    opts.config_optional = true;
+    opts.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(1));
+
+    let mut container = Container::start(opts).map_err(|e| format!("cannot start: {e}"))?;
+    let pid = std::process::id();
+    eprintln!(
+        "echo_container[{pid}]: started on {} (provider {}, batches of up to {}{})",
+        args.workspace.display(),
+        container.config().provider_key(),
+        container.config().max_messages_per_prompt,
+        match container.stale_claims_cleared() {
+            0 => String::new(),
+            n => format!("; cleared {n} stale claim(s) of a crashed predecessor"),
+        }
+    );
+
+    let slow = Duration::from_millis(args.slow_ms);
+    let summary = container
+        .run(&stop, |ctx, batch| echo(ctx, batch, slow, &stop, pid))
+        .map_err(|e| format!("poll loop stopped: {e}"))?;
+    eprintln!(
+        "echo_container[{pid}]: stopped after {} batch(es): {} message(s) completed, {} failed, \
+         {} /clear",
+        summary.batches, summary.completed, summary.failed, summary.clears
+    );
+    Ok(())
+}
+
+/// The agent: `echo: <text>` for every chat message of the batch, and a turn counter as the
+/// continuation.
+fn echo(
+    ctx: &HandlerContext,
+    batch: &Batch,
+    slow: Duration,
+    stop: &AtomicBool,
+    pid: u32,
+) -> Result<Handled, RuntimeError> {
+    // A slow agent; a stop signal cuts the wait short and the batch is answered at once.
+    let end = Instant::now() + slow;
+    while Instant::now() < end && !stop.load(Ordering::SeqCst) {
+        std::thread::sleep((end - Instant::now()).min(Duration::from_millis(20)));
+    }
+
+    let turns_before: u64 = ctx
+        .continuation()?
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut replies = Vec::new();
+    for m in &batch.messages {
+        if !matches!(m.kind, MessageKind::Chat | MessageKind::ChatSdk) || !m.trigger {
+            continue;
+        }
+        let content = m.content_json();
+        let text = content.get("text").and_then(|t| t.as_str()).unwrap_or("");
+        replies.push(NewOutbound::reply_to(
+            format!("{}-echo", m.id),
+            m,
+            &format!("echo: {text}"),
+        ));
+    }
+    let turns = turns_before + replies.len() as u64;
+    ctx.set_continuation(&turns.to_string())?;
+
+    let seqs: Vec<String> = batch
+        .messages
+        .iter()
+        .map(|m| m.seq.map_or_else(|| "?".to_string(), |s| s.to_string()))
+        .collect();
+    eprintln!(
+        "echo_container[{pid}]: batch of {} (seq {}): {} repl{}, turn {turns} of this conversation",
+        batch.messages.len(),
+        seqs.join(", "),
+        replies.len(),
+        if replies.len() == 1 { "y" } else { "ies" },
+    );
+    Ok(Handled::completed(replies))
+}

@@ -1,0 +1,516 @@
+//! End to end through the real example binaries: `examples/host.rs` driving
+//! `examples/echo_container.rs` as a child process, through real files.
+//!
+//! The examples are built once per test binary with `cargo build --example ...` (a no-op when
+//! they are up to date), and their paths come from cargo's JSON messages, so a custom target
+//! dir is respected.
+
+#[path = "../examples/support/child_control.rs"]
+mod child_control;
+
+use child_control::ChildControl;
+use sessionbus_runtime::host::{decide_now, sweep_session, SweepOptions};
+use sessionbus_runtime::liveness::{KillReason, StuckDecision};
+use sessionbus_runtime::{heartbeat, host::ContainerControl};
+use sessionbus_schema::{Clock, FileKind, Timestamp};
+use sessionbus_store::{provision, HostSession, MessageStatus, NewMessage, SessionPaths};
+use sessionbus_testkit::{legacy, ManualClock};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Paths of the two example binaries.
+struct Examples {
+    echo: PathBuf,
+    host: PathBuf,
+}
+
+fn examples() -> &'static Examples {
+    static EX: OnceLock<Result<Examples, String>> = OnceLock::new();
+    let built = EX.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "build",
+                "--example",
+                "echo_container",
+                "--example",
+                "host",
+                "-p",
+                "sessionbus-runtime",
+                "--message-format=json-render-diagnostics",
+            ])
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("cargo build --example failed: {}", out.status));
+        }
+        let mut found = BTreeMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if let (Some(name), Some(exe)) =
+                (v["target"]["name"].as_str(), v["executable"].as_str())
+            {
+                found.insert(name.to_string(), PathBuf::from(exe));
+            }
+        }
+        Ok(Examples {
+            echo: found
+                .remove("echo_container")
+                .ok_or("no echo_container executable")?,
+            host: found.remove("host").ok_or("no host executable")?,
+        })
+    });
+    match built {
+        Ok(e) => e,
+        Err(e) => panic!("building the examples: {e}"),
+    }
+}
+
+/// What a finished process printed.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cmd` to completion with a timeout, reading its output on threads (a child of the
+/// child may hold the pipes open; a timeout then fails the test instead of hanging it).
+fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Finished {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let b = Arc::clone(&buf);
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                b.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        buf
+    };
+    let out = collect(Box::new(child.stdout.take().unwrap()));
+    let err = collect(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+            panic!(
+                "timed out after {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.lock().unwrap()),
+                String::from_utf8_lossy(&err.lock().unwrap())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Let the readers drain what is left.
+    let drained = Instant::now() + Duration::from_secs(5);
+    std::thread::sleep(Duration::from_millis(50));
+    while Instant::now() < drained && Arc::strong_count(&out) + Arc::strong_count(&err) > 2 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&b.lock().unwrap()).into_owned();
+    Finished {
+        status,
+        stdout: text(&out),
+        stderr: text(&err),
+    }
+}
+
+/// One reply line of the host's stdout.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Reply {
+    seq: i64,
+    #[allow(dead_code)]
+    id: String,
+    in_reply_to: String,
+    text: String,
+    source: String,
+}
+
+fn replies(stdout: &str) -> Vec<Reply> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect()
+}
+
+/// Runs the host example on `data` with `args` and the echo container.
+fn host(data: &Path, session: &str, args: &[&str]) -> Finished {
+    let ex = examples();
+    let mut cmd = Command::new(&ex.host);
+    cmd.arg("--data-dir")
+        .arg(data)
+        .args(["--group", "g", "--session", session])
+        .arg("--container-cmd")
+        .arg(&ex.echo)
+        .args(["--tick-ms", "20", "--poll-ms", "30", "--timeout-secs", "60"])
+        .args(args);
+    run_with_timeout(cmd, Duration::from_secs(90))
+}
+
+fn answers_by_message(rs: &[Reply]) -> BTreeMap<String, Vec<Reply>> {
+    let mut m: BTreeMap<String, Vec<Reply>> = BTreeMap::new();
+    for r in rs {
+        m.entry(r.in_reply_to.clone()).or_default().push(r.clone());
+    }
+    m
+}
+
+#[test]
+fn every_message_is_answered_exactly_once_and_in_order() {
+    let data = tempfile::tempdir().unwrap();
+    let texts = [
+        "first", "/help", "/cost", "second", "third", "fourth", "fifth",
+    ];
+    let mut args = vec!["--id-prefix", "t"];
+    for t in &texts {
+        args.extend(["--message", t]);
+    }
+    let run = host(data.path(), "s1", &args);
+    assert!(run.status.success(), "{}\n{}", run.status, run.stderr);
+    let rs = replies(&run.stdout);
+    let by = answers_by_message(&rs);
+
+    // /help is filtered: no answer. /cost is denied by the host (not an admin).
+    assert!(!by.contains_key("t-2"), "{rs:?}");
+    assert_eq!(by["t-3"].len(), 1);
+    assert_eq!(by["t-3"][0].source, "host");
+    assert_eq!(
+        by["t-3"][0].text,
+        "Permission denied: /cost requires admin access."
+    );
+    assert_eq!(by["t-3"][0].seq % 2, 0, "host rows have even seqs");
+    // Every other message: exactly one echo, from the container, with an odd seq.
+    let chat = [
+        (1, "first"),
+        (4, "second"),
+        (5, "third"),
+        (6, "fourth"),
+        (7, "fifth"),
+    ];
+    for (i, text) in chat {
+        let id = format!("t-{i}");
+        let a = by
+            .get(&id)
+            .unwrap_or_else(|| panic!("{id} unanswered: {rs:?}"));
+        assert_eq!(a.len(), 1, "{id} answered {} times", a.len());
+        assert_eq!(a[0].text, format!("echo: {text}"));
+        assert_eq!(a[0].source, "container");
+        assert_eq!(a[0].seq % 2, 1, "container rows have odd seqs");
+    }
+    assert_eq!(rs.len(), 6);
+    // In order: delivered in seq order, and the echoes follow the messages' order.
+    assert!(rs.windows(2).all(|w| w[0].seq < w[1].seq), "{rs:?}");
+    let echo_order: Vec<&str> = rs
+        .iter()
+        .filter(|r| r.source == "container")
+        .map(|r| r.in_reply_to.as_str())
+        .collect();
+    assert_eq!(echo_order, ["t-1", "t-4", "t-5", "t-6", "t-7"]);
+
+    // The files agree: every written message completed, no claim left behind.
+    let dir = data.path().join("v2-sessions/g/s1");
+    let h = HostSession::open(&dir);
+    for (i, _) in chat {
+        let m = h.inbound().message(&format!("t-{i}")).unwrap().unwrap();
+        assert_eq!(m.status, MessageStatus::Completed, "t-{i}");
+    }
+    assert!(h.inbound().message("t-2").unwrap().is_none(), "filtered");
+    assert!(h.inbound().message("t-3").unwrap().is_none(), "denied");
+    assert!(h.outbound().claims().unwrap().is_empty());
+
+    // A second run on the same session, as an admin: /clear passes and resets the
+    // conversation; the reply ids never collide with the first run's.
+    let run = host(
+        data.path(),
+        "s1",
+        &[
+            "--admin",
+            "--id-prefix",
+            "u",
+            "--message",
+            "/clear",
+            "--message",
+            "again",
+        ],
+    );
+    assert!(run.status.success(), "{}\n{}", run.status, run.stderr);
+    let rs2 = replies(&run.stdout);
+    let by = answers_by_message(&rs2);
+    assert_eq!(by["u-1"].len(), 1);
+    assert_eq!(by["u-1"][0].text, "Session cleared.");
+    assert_eq!(by["u-2"][0].text, "echo: again");
+    assert!(rs2[0].seq > rs.last().unwrap().seq, "seqs keep growing");
+}
+
+/// A small deterministic generator (xorshift64), so the kill points are random but
+/// reproducible from the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn kill_9_at_seeded_random_points_loses_and_duplicates_nothing() {
+    const N: usize = 6;
+    for seed in [0x5eed_0001_u64, 0x5eed_0002, 0x5eed_0003] {
+        let mut rng = Rng(seed);
+        let batch = 1 + rng.below(2);
+        let slow = [150, 250, 400][rng.below(3) as usize];
+        let mut kills: Vec<usize> = Vec::new();
+        while kills.len() < 1 + rng.below(2) as usize {
+            let k = rng.below(N as u64 - 1) as usize; // after k replies, k < N: one is left
+            if !kills.contains(&k) {
+                kills.push(k);
+            }
+        }
+        let data = tempfile::tempdir().unwrap();
+        let slow_arg = format!("--slow-ms={slow}");
+        let batch_arg = batch.to_string();
+        let kill_args: Vec<String> = kills.iter().map(ToString::to_string).collect();
+        let texts: Vec<String> = (1..=N).map(|i| format!("message {i}")).collect();
+        let mut args: Vec<&str> = vec![
+            "--id-prefix",
+            "k",
+            "--retry-backoff-ms",
+            "100",
+            "--batch-size",
+            &batch_arg,
+            "--container-arg",
+            &slow_arg,
+        ];
+        for k in &kill_args {
+            args.extend(["--kill-after", k]);
+        }
+        for t in &texts {
+            args.extend(["--message", t]);
+        }
+        let run = host(data.path(), "s", &args);
+        let ctx = format!(
+            "seed {seed:#x}: batch {batch}, slow {slow} ms, kills after {kills:?}\n{}",
+            run.stderr
+        );
+        assert!(run.status.success(), "{}: {ctx}", run.status);
+        let by = answers_by_message(&replies(&run.stdout));
+        for (i, text) in texts.iter().enumerate() {
+            let id = format!("k-{}", i + 1);
+            let a = by.get(&id).map_or(0, Vec::len);
+            assert_eq!(a, 1, "{id} answered {a} times; {ctx}");
+            assert_eq!(by[&id][0].text, format!("echo: {text}"), "{ctx}");
+        }
+        assert_eq!(by.len(), N, "{ctx}");
+        // Each kill landed while the container held a claim, and the sweep retried it.
+        let killed = run.stderr.matches("host: kill -9 container pid").count();
+        assert_eq!(killed, kills.len(), "{ctx}");
+        let retried = run.stderr.matches("sweep retried the claim of").count();
+        assert!(retried >= 1, "no claim was retried; {ctx}");
+        // The files agree: each message has one row in outbound.db and is completed.
+        let h = HostSession::open(data.path().join("v2-sessions/g/s"));
+        let rows = h
+            .outbound()
+            .messages_after(sessionbus_schema::Seq(0), 1000)
+            .unwrap();
+        assert_eq!(rows.len(), N, "{ctx}");
+        for i in 1..=N {
+            let m = h.inbound().message(&format!("k-{i}")).unwrap().unwrap();
+            assert_eq!(m.status, MessageStatus::Completed, "k-{i}; {ctx}");
+        }
+        assert!(h.outbound().claims().unwrap().is_empty(), "{ctx}");
+    }
+}
+
+#[test]
+fn a_container_on_an_unmigrated_inbound_db_fails_with_the_fix_in_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = SessionPaths::new(dir.path().join("session"));
+    provision(&paths, None, &sessionbus_store::SystemClock).unwrap();
+    // The host's file is a legacy G3 one that nobody migrated.
+    std::fs::remove_file(&paths.inbound).unwrap();
+    legacy::create(
+        &paths.inbound,
+        FileKind::Inbound,
+        3,
+        legacy::Style::Created,
+        2,
+    )
+    .unwrap();
+    let before = std::fs::read(&paths.inbound).unwrap();
+
+    let mut cmd = Command::new(&examples().echo);
+    cmd.arg("--workspace").arg(&paths.dir);
+    let run = run_with_timeout(cmd, Duration::from_secs(30));
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("inbound.db"), "{}", run.stderr);
+    assert!(run.stderr.contains("cargo xtask migrate"), "{}", run.stderr);
+    assert!(run.stderr.contains("not been migrated"), "{}", run.stderr);
+    // The container never writes the host's file, even to fix it.
+    assert_eq!(std::fs::read(&paths.inbound).unwrap(), before);
+}
+
+#[test]
+fn a_malformed_container_json_is_an_error_and_a_missing_one_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = SessionPaths::new(dir.path().join("session"));
+    provision(&paths, None, &sessionbus_store::SystemClock).unwrap();
+    let config = dir.path().join("container.json");
+    std::fs::write(&config, r#"{ "maxMessagesPerPrompt": "ten" }"#).unwrap();
+    let mut cmd = Command::new(&examples().echo);
+    cmd.arg("--workspace")
+        .arg(&paths.dir)
+        .arg("--config")
+        .arg(&config);
+    let run = run_with_timeout(cmd, Duration::from_secs(30));
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("maxMessagesPerPrompt"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("container.json"), "{}", run.stderr);
+
+    // No file at all: the defaults (it starts, and stops cleanly on SIGTERM).
+    let mut ctl = ChildControl::new(&examples().echo, vec![]);
+    ctl.start(&paths).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while heartbeat::mtime(&paths.heartbeat).unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the container never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = ctl.stop(Duration::from_secs(10)).unwrap().unwrap();
+    assert!(status.contains("exit status: 0"), "{status}");
+}
+
+/// The heartbeat, not wall-clock time alone, decides whether a slow container is stuck: with
+/// a manual clock on the host, a container busy for minutes that keeps its heartbeat is left
+/// alone, and once it hangs (SIGSTOP: no more heartbeats) the ceiling kills it through the
+/// control, and its claim is retried.
+#[test]
+fn the_heartbeat_drives_the_stuck_decision_end_to_end_on_a_manual_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = SessionPaths::new(dir.path().join("session"));
+    provision(&paths, None, &sessionbus_store::SystemClock).unwrap();
+    std::fs::create_dir_all(paths.dir.join("agent")).unwrap();
+    std::fs::write(
+        paths.dir.join("agent/container.json"),
+        r#"{ "pollIntervalIdleMs": 30, "pollIntervalActiveMs": 30 }"#,
+    )
+    .unwrap();
+
+    // A real container, very slow, touching its heartbeat every 100 ms while it works.
+    let real_host = HostSession::open(&paths.dir);
+    real_host
+        .inbound()
+        .write_message(&NewMessage::chat("m", "take your time"))
+        .unwrap();
+    let mut ctl = ChildControl::new(
+        &examples().echo,
+        ["--slow-ms", "600000", "--heartbeat-ms", "100"]
+            .iter()
+            .map(Into::into)
+            .collect(),
+    );
+    ctl.start(&paths).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let claim = loop {
+        if let Some(c) = real_host.outbound().claims().unwrap().into_iter().next() {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the container never claimed m");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(claim.message_id, "m");
+    let claimed_at = claim.claimed_at.instant().unwrap();
+    // The container is alive: a heartbeat comes after the claim.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while heartbeat::mtime(&paths.heartbeat)
+        .unwrap()
+        .is_none_or(|hb| hb <= claimed_at)
+    {
+        assert!(Instant::now() < deadline, "no heartbeat after the claim");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let clock = ManualClock::at_millis(claimed_at.unix_millis());
+    let host = HostSession::with_clock(&paths.dir, clock.shared());
+    let opts = SweepOptions::default();
+
+    // Two minutes into the claim, far past the 60 s tolerance: healthy, because the
+    // heartbeat came after the claim.
+    clock.advance_secs(120);
+    assert_eq!(decide_now(&host).unwrap(), StuckDecision::Healthy);
+    let r = sweep_session(&host, &mut ctl, &|_| None, opts).unwrap();
+    assert!(!r.killed && r.retried.is_empty(), "{r:?}");
+    assert!(ctl.is_running(&paths));
+
+    // The container hangs: SIGSTOP, no more heartbeats.
+    let pid = i32::try_from(ctl.pid().unwrap()).unwrap();
+    // SAFETY: kill(2) on our own unreaped child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let last_beat: Timestamp = heartbeat::mtime(&paths.heartbeat).unwrap().unwrap();
+
+    // 29 minutes after the last heartbeat: still under the 30-minute ceiling.
+    clock.set(last_beat.plus_millis(29 * 60 * 1000));
+    assert_eq!(decide_now(&host).unwrap(), StuckDecision::Healthy);
+    assert!(
+        !sweep_session(&host, &mut ctl, &|_| None, opts)
+            .unwrap()
+            .killed
+    );
+
+    // 31 minutes: over the ceiling. The sweep kills through the control and retries m.
+    clock.set(last_beat.plus_millis(31 * 60 * 1000));
+    let StuckDecision::Kill {
+        reason: KillReason::HeartbeatCeiling { age_ms, limit_ms },
+    } = decide_now(&host).unwrap()
+    else {
+        panic!("expected the heartbeat ceiling to kill");
+    };
+    assert!(age_ms > limit_ms);
+    let r = sweep_session(&host, &mut ctl, &|_| None, opts).unwrap();
+    assert!(r.killed, "{r:?}");
+    assert_eq!(r.retried, ["m"]);
+    assert_eq!(r.orphan_claims_deleted, 1);
+    assert_eq!(ctl.kills, 1);
+    assert!(!ctl.is_running(&paths));
+    let m = host.inbound().message("m").unwrap().unwrap();
+    assert_eq!(m.status, MessageStatus::Pending);
+    assert_eq!(m.tries, 1);
+    let due = m.process_after.and_then(|t| t.instant()).unwrap();
+    assert!(due > clock.now(), "retried with a backoff");
+    assert!(host.outbound().claims().unwrap().is_empty());
+}

@@ -1,0 +1,758 @@
+//! `cargo xtask demo`: a host and a container process talking through real files.
+//!
+//! It builds the two examples of `sessionbus-runtime` (`echo_container`, `host`), provisions a
+//! fresh session under `DATA_DIR/v2-sessions/demo/demo-<timestamp>/`, and plays a short chat
+//! as the host, using the runtime library directly: every message goes through the command
+//! gate (a filtered `/help`, a denied `/cost`, an admin's `/clear`), is written to inbound.db,
+//! and the `echo_container` child process answers in outbound.db. Mid-conversation the demo
+//! `kill -9`s the container while it holds a claim, and the host's sweep retries that message
+//! on a restarted container. It ends with a summary checked against what was delivered and
+//! what outbound.db holds: every message answered exactly once, nothing lost, nothing
+//! duplicated. The exit status is non-zero otherwise.
+//!
+//! Run it from the repository root on a fresh clone: `cargo xtask demo`.
+
+use clap::Args;
+use sessionbus_runtime::host::{
+    accept_chat, deliver_session, sweep_session, Accepted, ContainerControl, Deliverer,
+    SweepOptions, SweepReport,
+};
+use sessionbus_runtime::liveness::{KillReason, RetryPolicy};
+use sessionbus_store::{
+    provision, Address, Clock, DueOutbound, HostSession, MessageStatus, NewMessage, OutboundSource,
+    Seq, SessionPaths, SystemClock,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+/// The agent group the demo's sessions belong to.
+pub const DEMO_GROUP: &str = "demo";
+
+/// Exit status when the demo could not run, or lost or duplicated a message.
+pub const EXIT_FAILED: u8 = 1;
+
+/// The conversation: (sender, text). Alice is an admin, bob is not. The message marked in
+/// [`KILL_DURING`] is the one the container is killed on.
+pub const SCRIPT: [(&str, &str); 7] = [
+    ("alice", "hello"),
+    ("bob", "/help"),
+    ("bob", "/cost"),
+    ("alice", "what is a session bus?"),
+    ("alice", "/clear"),
+    ("alice", "are you still there?"),
+    ("alice", "bye"),
+];
+
+/// Index in [`SCRIPT`] of the message during which the container is killed.
+pub const KILL_DURING: usize = 5;
+
+/// Arguments of `cargo xtask demo`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    long_about = "Run a host and an echo container through real files: provision a fresh session, \
+send a short chat (with a filtered, a denied and an admin command), kill -9 the container \
+mid-conversation and watch the host's sweep retry the message it held on a new container. Ends \
+with a summary: sent, answered once, lost, duplicated.\n\n\
+Builds the sessionbus-runtime examples echo_container and host first (cargo build --example ...).",
+    after_help = "Exit status: 0 when every message was answered exactly once, 1 otherwise or when \
+the demo could not run."
+)]
+pub struct DemoArgs {
+    /// Data dir to create the session in (DIR/v2-sessions/demo/demo-<timestamp>/)
+    #[arg(long, value_name = "DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Use this echo_container binary instead of building the examples
+    #[arg(long, value_name = "PATH")]
+    pub container_cmd: Option<PathBuf>,
+
+    /// How long the container "thinks" about each batch, in ms (the kill lands meanwhile)
+    #[arg(long, value_name = "MS", default_value_t = 600)]
+    pub think_ms: u64,
+
+    /// The first retry's backoff after the kill, in ms (the library's default is 5000)
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub backoff_ms: i64,
+
+    /// Give up when a step takes longer than this
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub step_timeout_secs: u64,
+}
+
+/// What the demo counted at the end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DemoSummary {
+    /// Messages in the script.
+    pub sent: usize,
+    /// Written to inbound.db.
+    pub written: usize,
+    /// Denied by the command gate (answered by the host).
+    pub denied: usize,
+    /// Filtered by the command gate (no answer).
+    pub filtered: usize,
+    /// Messages that need an answer and got exactly one.
+    pub answered_once: usize,
+    /// Messages that need an answer and got none.
+    pub lost: usize,
+    /// Messages answered more than once (delivered twice, or two rows in outbound.db).
+    pub duplicated: usize,
+    /// Containers started.
+    pub starts: u32,
+    /// Containers killed.
+    pub kills: u32,
+    /// Claims the sweep retried.
+    pub retried: usize,
+}
+
+impl DemoSummary {
+    /// True when nothing was lost or duplicated.
+    pub fn ok(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.answered_once == self.written + self.denied
+    }
+}
+
+/// `cargo xtask demo`: runs the demo and returns the exit code.
+pub fn main(args: &DemoArgs) -> ExitCode {
+    match run(args) {
+        Ok(summary) if summary.ok() => ExitCode::SUCCESS,
+        Ok(_) => {
+            println!("\nFAILED: a message was lost or answered more than once (see above)");
+            ExitCode::from(EXIT_FAILED)
+        }
+        Err(e) => {
+            eprintln!("\ndemo failed: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// The workspace root (the folder holding this crate).
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// Builds both examples and returns the paths of `echo_container` and `host`, as cargo
+/// reports them (so `CARGO_TARGET_DIR` and `build.target-dir` are respected).
+pub fn build_examples() -> Result<(PathBuf, PathBuf), String> {
+    let root = workspace_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let out = Command::new(&cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "--example",
+            "echo_container",
+            "--example",
+            "host",
+            "-p",
+            "sessionbus-runtime",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`cargo build --example echo_container --example host -p sessionbus-runtime` \
+             failed ({})",
+            out.status
+        ));
+    }
+    let mut found: HashMap<String, PathBuf> = HashMap::new();
+    for line in out.stdout.lines().map_while(Result::ok) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["reason"] != "compiler-artifact" {
+            continue;
+        }
+        if let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str()) {
+            found.insert(name.to_string(), PathBuf::from(exe));
+        }
+    }
+    let take = |name: &str| {
+        found
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("cargo built no `{name}` example (no executable reported)"))
+    };
+    Ok((take("echo_container")?, take("host")?))
+}
+
+/// The demo's container control: `echo_container` as a child process, its stderr in a log
+/// file.
+struct DemoControl {
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+    kills: u32,
+}
+
+impl DemoControl {
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `kill -9` and reap.
+    fn kill9(&mut self) -> Result<Option<u32>, String> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
+        let pid = child.id();
+        let _ = child.kill(); // fails only when it already exited; wait reaps it either way
+        child
+            .wait()
+            .map_err(|e| format!("cannot wait for container pid {pid}: {e}"))?;
+        self.kills += 1;
+        Ok(Some(pid))
+    }
+
+    /// SIGTERM (the container clears its claims and exits), then SIGKILL after `grace`.
+    fn stop(&mut self, grace: Duration) -> Result<Option<String>, String> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
+        let pid = child.id();
+        if let Ok(raw) = i32::try_from(pid) {
+            // SAFETY: kill(2) on our own child, not yet reaped, so its pid is not recycled.
+            unsafe { libc::kill(raw, libc::SIGTERM) };
+        }
+        let end = Instant::now() + grace;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Ok(Some(format!("pid {pid}: {status}")));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let status = child
+            .wait()
+            .map_err(|e| format!("cannot wait for container pid {pid}: {e}"))?;
+        Ok(Some(format!("pid {pid}: {status} (did not stop in time)")))
+    }
+}
+
+impl ContainerControl for DemoControl {
+    fn is_running(&mut self, _session: &SessionPaths) -> bool {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                self.child = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn kill(&mut self, _session: &SessionPaths, reason: &KillReason) -> Result<(), String> {
+        if let Some(pid) = self.kill9()? {
+            println!("   host's sweep killed container pid {pid}: {reason}");
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, session: &SessionPaths) -> Result<(), String> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| format!("cannot open the container log {}: {e}", self.log.display()))?;
+        let child = Command::new(&self.program)
+            .arg("--workspace")
+            .arg(&session.dir)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.program.display()))?;
+        self.starts += 1;
+        self.child = Some(child);
+        Ok(())
+    }
+}
+
+impl Drop for DemoControl {
+    fn drop(&mut self) {
+        let _ = self.kill9();
+    }
+}
+
+/// A delivered row, as the demo saw it.
+#[derive(Debug, Clone)]
+struct Delivered {
+    seq: Option<Seq>,
+    in_reply_to: Option<String>,
+    text: String,
+    source: OutboundSource,
+}
+
+/// The demo's "chat platform": prints each reply as it arrives and keeps a record.
+#[derive(Default)]
+struct Screen {
+    /// How each message is named in the output: `seq 2`, or the text of a denied command.
+    labels: HashMap<String, String>,
+    delivered: Vec<Delivered>,
+    answers: HashMap<String, usize>,
+}
+
+impl Deliverer for Screen {
+    fn deliver(&mut self, row: &DueOutbound, _attempt: i64) -> Result<Option<String>, String> {
+        let m = &row.message;
+        let text = serde_json::from_str::<serde_json::Value>(&m.content)
+            .ok()
+            .and_then(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| m.content.clone());
+        let to = m
+            .in_reply_to
+            .as_ref()
+            .map(|id| self.labels.get(id).cloned().unwrap_or_else(|| id.clone()))
+            .unwrap_or_else(|| "-".into());
+        let seq = m.seq.map_or_else(|| "?".into(), |s| s.to_string());
+        let who = match row.source {
+            OutboundSource::Container => "",
+            OutboundSource::Host => "  [host reply]",
+        };
+        println!("     reply seq {seq}, in reply to {to}: {text:?}{who}");
+        if let Some(id) = &m.in_reply_to {
+            *self.answers.entry(id.clone()).or_default() += 1;
+        }
+        self.delivered.push(Delivered {
+            seq: m.seq,
+            in_reply_to: m.in_reply_to.clone(),
+            text,
+            source: row.source,
+        });
+        Ok(Some(format!("demo-platform-{seq}")))
+    }
+}
+
+/// The demo's host: the session, the container control and the screen.
+struct Demo {
+    host: HostSession,
+    control: DemoControl,
+    screen: Screen,
+    opts: SweepOptions,
+    step_timeout: Duration,
+    retried: Vec<String>,
+    /// Printed before the first retry report (section 4's heading).
+    on_first_retry: Option<String>,
+}
+
+impl Demo {
+    /// One host tick: sweep (wake, kill, retry) then delivery, reporting what happened.
+    fn tick(&mut self) -> Result<(), String> {
+        let was_running = self.control.pid().is_some();
+        match sweep_session(&self.host, &mut self.control, &|_| None, self.opts) {
+            Ok(r) => self.show_sweep(&r, was_running)?,
+            Err(e) if e.is_retryable() => println!("   (sweep will retry: {e})"),
+            Err(e) => return Err(format!("sweep failed: {e}")),
+        }
+        match deliver_session(&self.host, &mut self.screen, 5) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_retryable() => {
+                println!("   (delivery will retry: {e})");
+                Ok(())
+            }
+            Err(e) => Err(format!("delivery failed: {e}")),
+        }
+    }
+
+    fn show_sweep(&mut self, r: &SweepReport, was_running: bool) -> Result<(), String> {
+        if r.recovered_hot_journal {
+            println!(
+                "   sweep: rolled back the hot journal the killed container left in outbound.db"
+            );
+        }
+        for id in &r.retried {
+            if let Some(heading) = self.on_first_retry.take() {
+                println!("{heading}");
+            }
+            let msg = self.host.inbound().message(id).map_err(|e| e.to_string())?;
+            let (tries, due_at) = match &msg {
+                Some(m) => (
+                    m.tries,
+                    m.process_after
+                        .as_ref()
+                        .map_or_else(|| "now".to_string(), |t| t.as_str().to_string()),
+                ),
+                None => (0, "?".to_string()),
+            };
+            let label = self
+                .screen
+                .labels
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| id.clone());
+            let backoff = self.opts.retry.backoff_ms(tries - 1);
+            println!("   sweep: claim of {id} ({label}) retried:");
+            println!(
+                "          it stays pending in inbound.db with tries {tries}, not before {due_at} UTC"
+            );
+            println!(
+                "          (a backoff of {:.1} s, doubling with each try; marked failed once it has had {} retries)",
+                backoff as f64 / 1000.0,
+                self.opts.retry.max_tries
+            );
+            self.retried.push(id.clone());
+        }
+        for id in &r.failed {
+            println!("   sweep: {id} marked failed after its last try");
+        }
+        if r.orphan_claims_deleted > 0 {
+            println!(
+                "   sweep: deleted {} orphan claim(s) from outbound.db (the host's one write there, \
+                 legal only while no container runs)",
+                r.orphan_claims_deleted
+            );
+            if !r.woke {
+                println!(
+                    "   (no container runs until a message is due: the host waits for the backoff)"
+                );
+            }
+        }
+        if r.woke {
+            let pid = self
+                .control
+                .pid()
+                .map_or_else(|| "?".into(), |p| p.to_string());
+            let why = if self.control.starts == 1 {
+                "a message is due and no container runs"
+            } else if was_running {
+                "the previous one was stopped"
+            } else {
+                "a message is due again"
+            };
+            println!("   host starts container pid {pid} ({why})");
+        }
+        Ok(())
+    }
+
+    /// Ticks until `done` says so, or fails after the step timeout.
+    fn until(&mut self, what: &str, mut done: impl FnMut(&Demo) -> bool) -> Result<(), String> {
+        let deadline = Instant::now() + self.step_timeout;
+        loop {
+            self.tick()?;
+            if done(self) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "timed out after {} s waiting for {what}; the container's log is {}",
+                    self.step_timeout.as_secs(),
+                    self.control.log.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn answered(&self, id: &str) -> bool {
+        self.screen.answers.get(id).copied().unwrap_or(0) > 0
+    }
+
+    fn claimed(&self, id: &str) -> bool {
+        self.host
+            .outbound()
+            .claims()
+            .map(|c| c.iter().any(|c| c.message_id == id))
+            .unwrap_or(false)
+    }
+}
+
+/// A session id for this run: `demo-YYYYMMDD-HHMMSS`, with a suffix when taken.
+fn new_session(data_dir: &Path) -> Result<SessionPaths, String> {
+    let iso = SystemClock.now().to_iso(); // 2026-04-21T12:05:19.123Z
+    let digits: String = iso.chars().take(19).filter(char::is_ascii_digit).collect();
+    let base = format!(
+        "demo-{}-{}",
+        &digits[..8.min(digits.len())],
+        &digits[8.min(digits.len())..]
+    );
+    for n in 1..1000 {
+        let id = if n == 1 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        let paths =
+            SessionPaths::in_data_dir(data_dir, DEMO_GROUP, &id).map_err(|e| e.to_string())?;
+        if !paths.dir.exists() {
+            return Ok(paths);
+        }
+    }
+    Err(format!("no free session id under {}", data_dir.display()))
+}
+
+/// Runs the demo, printing as it goes, and returns its summary.
+pub fn run(args: &DemoArgs) -> Result<DemoSummary, String> {
+    println!("sessionbus demo: a host and a container process talking only through two SQLite");
+    println!("files in a session folder, and a container killed mid-conversation.\n");
+
+    let container_cmd = match &args.container_cmd {
+        Some(p) => p.clone(),
+        None => {
+            println!(
+                "0. building the examples (cargo build --example echo_container --example host)"
+            );
+            let (echo, host) = build_examples()?;
+            println!("   container: {}", echo.display());
+            println!("   host:      {}\n", host.display());
+            echo
+        }
+    };
+
+    // 1. Provisioning.
+    let paths = new_session(&args.data_dir)?;
+    provision(&paths, None, &SystemClock).map_err(|e| e.to_string())?;
+    let agent = paths.dir.join("agent");
+    std::fs::create_dir_all(&agent).map_err(|e| format!("{}: {e}", agent.display()))?;
+    let config = agent.join("container.json");
+    std::fs::write(
+        &config,
+        "{\n  \"assistantName\": \"echo\",\n  \"pollIntervalIdleMs\": 100,\n  \
+         \"pollIntervalActiveMs\": 100\n}\n",
+    )
+    .map_err(|e| format!("{}: {e}", config.display()))?;
+    let logs = args.data_dir.join("demo-logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let session_id = paths
+        .dir
+        .file_name()
+        .map_or_else(|| "demo".into(), |n| n.to_string_lossy().into_owned());
+    let log = logs.join(format!("{session_id}.container.log"));
+
+    println!("1. provisioning session at {}", paths.dir.display());
+    println!("   inbound.db            the host writes it, the container only reads it (messages in: even seqs)");
+    println!("   outbound.db           the container writes it, the host only reads it (replies: odd seqs)");
+    println!("   agent/container.json  the container's configuration (here: poll every 100 ms)");
+    println!("   .heartbeat            the running container touches it; the host reads its age\n");
+
+    let host = HostSession::open(&paths.dir);
+    let mut demo = Demo {
+        host,
+        control: DemoControl {
+            program: container_cmd,
+            args: vec![
+                "--slow-ms".into(),
+                args.think_ms.to_string(),
+                "--heartbeat-ms".into(),
+                "1000".into(),
+            ],
+            log: log.clone(),
+            child: None,
+            starts: 0,
+            kills: 0,
+        },
+        screen: Screen::default(),
+        opts: SweepOptions {
+            retry: RetryPolicy {
+                base_backoff_ms: args.backoff_ms,
+                ..RetryPolicy::default()
+            },
+            wake: true,
+        },
+        step_timeout: Duration::from_secs(args.step_timeout_secs.max(1)),
+        retried: Vec::new(),
+        on_first_retry: None,
+    };
+
+    println!(
+        "2. conversation: alice is an admin, bob is not. The host passes each message through"
+    );
+    println!(
+        "   its command gate, writes it to inbound.db and starts a container when one is due;"
+    );
+    println!(
+        "   the container claims it, thinks {} ms and answers in outbound.db; the host",
+        args.think_ms
+    );
+    println!("   delivers each answer (replies are shown as they arrive).");
+
+    let address = Address {
+        platform_id: Some("demo-chat".into()),
+        channel_type: Some("demo".into()),
+        thread_id: None,
+    };
+    let mut summary = DemoSummary {
+        sent: SCRIPT.len(),
+        ..DemoSummary::default()
+    };
+    let mut need_answer: Vec<String> = Vec::new();
+    let mut killed_pid = None;
+    for (i, (sender, text)) in SCRIPT.iter().enumerate() {
+        let id = format!("{session_id}-{}", i + 1);
+        let msg = NewMessage::chat(&id, text).to(address.clone());
+        let admin = *sender == "alice";
+        let accepted = accept_chat(&demo.host, &msg, || admin).map_err(|e| e.to_string())?;
+        match accepted {
+            Accepted::Written(w) => {
+                summary.written += 1;
+                demo.screen
+                    .labels
+                    .insert(id.clone(), format!("seq {}", w.seq));
+                let who = if text.starts_with('/') {
+                    format!("{sender}, an admin")
+                } else {
+                    sender.to_string()
+                };
+                println!(
+                    "   host writes message seq {}: {text:?} (from {who})",
+                    w.seq
+                );
+                need_answer.push(id.clone());
+            }
+            Accepted::Filtered { command } => {
+                summary.filtered += 1;
+                println!(
+                    "   host drops {command:?} (from {sender}): a filtered command; nothing is \
+                     written and no answer is due"
+                );
+                continue;
+            }
+            Accepted::Denied { command, reply_seq } => {
+                summary.denied += 1;
+                demo.screen
+                    .labels
+                    .insert(id.clone(), format!("{command:?} (never written)"));
+                println!(
+                    "   host denies {command:?} (from {sender}, not an admin): the container never \
+                     sees it;"
+                );
+                println!("   the host writes its own reply instead, seq {reply_seq}");
+                need_answer.push(id.clone());
+            }
+        }
+        if i == KILL_DURING {
+            demo.until("the container to claim the message", |d| {
+                d.claimed(&id) || d.answered(&id)
+            })?;
+            if demo.answered(&id) {
+                println!(
+                    "   (the container answered before it could be killed; killing it now anyway)"
+                );
+            } else {
+                println!(
+                    "   container pid {} claimed it (a processing ack in outbound.db) and is thinking",
+                    demo.control.pid().unwrap_or(0)
+                );
+            }
+            let label = demo.screen.labels.get(&id).cloned().unwrap_or_default();
+            let pid = demo.control.kill9()?;
+            killed_pid = pid;
+            println!(
+                "\n3. killing container pid {} mid-conversation (kill -9: no clean-up runs; its claim",
+                pid.map_or_else(|| "?".into(), |p| p.to_string())
+            );
+            println!("   of {label} stays in outbound.db, and the message is unanswered)");
+            demo.on_first_retry = Some(
+                "\n4. the host's next sweep finds no container running and a claim left behind:"
+                    .into(),
+            );
+        }
+        demo.until(&format!("an answer to {id}"), |d| d.answered(&id))?;
+    }
+
+    // Stop the container cleanly, then a last sweep (acks become `completed` in inbound.db)
+    // and delivery (a late duplicate would show up here).
+    if let Some(status) = demo.control.stop(Duration::from_secs(5))? {
+        println!("\n   host stops the container with SIGTERM ({status})");
+    }
+    demo.opts.wake = false;
+    demo.tick()?;
+
+    // The record, checked against outbound.db itself.
+    println!("\nreplies (seq, in reply to, text), as delivered:");
+    for d in &demo.screen.delivered {
+        let to = d
+            .in_reply_to
+            .as_ref()
+            .map(|id| {
+                demo.screen
+                    .labels
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| id.clone())
+            })
+            .unwrap_or_else(|| "-".into());
+        let seq = d.seq.map_or_else(|| "?".into(), |s| s.to_string());
+        let src = match d.source {
+            OutboundSource::Container => "container",
+            OutboundSource::Host => "host",
+        };
+        println!("   {seq:>4}  {to:<26} [{src:<9}] {:?}", d.text);
+    }
+    let rows = demo
+        .host
+        .outbound()
+        .messages_after(Seq(0), 100_000)
+        .map_err(|e| e.to_string())?;
+    let mut in_outbound: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &rows {
+        if let Some(to) = &r.in_reply_to {
+            *in_outbound.entry(to.clone()).or_default() += 1;
+        }
+    }
+    let mut not_completed = Vec::new();
+    for id in &need_answer {
+        let delivered = demo.screen.answers.get(id).copied().unwrap_or(0);
+        let written = in_outbound.get(id).copied().unwrap_or(0);
+        match delivered {
+            0 => summary.lost += 1,
+            1 if written <= 1 => summary.answered_once += 1,
+            _ => summary.duplicated += 1,
+        }
+        if let Ok(Some(m)) = demo.host.inbound().message(id) {
+            if m.status != MessageStatus::Completed {
+                not_completed.push(format!("{id} ({})", m.status));
+            }
+        }
+    }
+    summary.starts = demo.control.starts;
+    summary.kills = demo.control.kills;
+    summary.retried = demo.retried.len();
+
+    println!("\nsummary");
+    println!(
+        "   sent {}: {} written to inbound.db, {} denied by the gate (the host answered), {} filtered (no answer)",
+        summary.sent, summary.written, summary.denied, summary.filtered
+    );
+    println!(
+        "   needing an answer: {}, answered once: {}, lost {}, duplicated {}",
+        need_answer.len(),
+        summary.answered_once,
+        summary.lost,
+        summary.duplicated
+    );
+    println!(
+        "   containers started: {}, killed with kill -9: {}{}; claims retried by the sweep: {}",
+        summary.starts,
+        summary.kills,
+        killed_pid.map_or_else(String::new, |p| format!(" (pid {p})")),
+        summary.retried
+    );
+    if not_completed.is_empty() {
+        println!("   every written message is `completed` in inbound.db");
+    } else {
+        println!(
+            "   not completed in inbound.db: {}",
+            not_completed.join(", ")
+        );
+    }
+    println!("\nlook further:");
+    println!("   cargo xtask inspect {}", paths.dir.display());
+    println!("   the containers' own log: {}", log.display());
+    println!(
+        "   a standalone host: cargo run -q -p sessionbus-runtime --example host -- --message hi"
+    );
+    Ok(summary)
+}
