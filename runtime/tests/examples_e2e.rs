@@ -290,7 +290,7 @@ fn kill_9_at_seeded_random_points_loses_and_duplicates_nothing() {
     for seed in [0x5eed_0001_u64, 0x5eed_0002, 0x5eed_0003] {
         let mut rng = Rng(seed);
         let batch = 1 + rng.below(2);
-        let slow = [150, 250, 400][rng.below(3) as usize];
+        let slow = [300, 400, 600][rng.below(3) as usize];
         let mut kills: Vec<usize> = Vec::new();
         while kills.len() < 1 + rng.below(2) as usize {
             let k = rng.below(N as u64 - 1) as usize; // after k replies, k < N: one is left

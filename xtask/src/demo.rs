@@ -63,7 +63,7 @@ Builds the sessionbus-runtime examples echo_container and host first (cargo buil
 the demo could not run."
 )]
 pub struct DemoArgs {
-    /// Data dir to create the session in (DIR/v2-sessions/demo/demo-<timestamp>/)
+    /// Data dir to create the session in (`DIR/v2-sessions/demo/demo-<timestamp>/`)
     #[arg(long, value_name = "DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 

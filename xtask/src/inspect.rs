@@ -65,7 +65,7 @@ or a hot journal is reported as a problem, not fixed.",
 (hot journal, WAL, missing or unmigrated file, ...), 2 when the folder cannot be inspected."
 )]
 pub struct InspectArgs {
-    /// The session folder (DATA_DIR/v2-sessions/<agent_group_id>/<session_id>)
+    /// The session folder (`DATA_DIR/v2-sessions/<agent_group_id>/<session_id>`)
     #[arg(value_name = "SESSION_DIR")]
     pub session: PathBuf,
 
