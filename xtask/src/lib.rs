@@ -12,12 +12,15 @@
 //!   schema, adopting legacy files of every generation;
 //! - [`demo`]: a host and an echo container process talking through real files, with a
 //!   `kill -9` mid-conversation that the sweep recovers from;
-//! - [`inspect`]: what one session folder holds right now (read-only).
+//! - [`inspect`]: what one session folder holds right now (read-only);
+//! - [`bench`]: the library against a raw-SQLite baseline doing the same SQL work, polls
+//!   against history size, a sweep of many sessions, a container's memory over a long run.
 //!
-//! Later commands (bench, soak, mountcheck) are added the same way: a module
+//! Later commands (soak, mountcheck) are added the same way: a module
 //! here and a variant of [`Command`].
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod demo;
 pub mod inspect;
 pub mod migrate;
@@ -48,6 +51,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Show what a session folder holds right now, without writing anything.
     Inspect(inspect::InspectArgs),
+    /// Measure the library against a raw-SQLite baseline doing the same work.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -56,5 +61,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Migrate(args) => migrate::main(&args),
         Command::Demo(args) => demo::main(&args),
         Command::Inspect(args) => inspect::main(&args),
+        Command::Bench(args) => bench::main(&args),
     }
 }
