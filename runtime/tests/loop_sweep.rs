@@ -575,3 +575,29 @@ fn child_write_and_abort() {
     }
     std::process::abort();
 }
+
+/// A container that claims right after touching its heartbeat (same second) and then dies is
+/// killed by the 60 s claim rule, not only by the 30 min ceiling: claim times keep their
+/// milliseconds, so a heartbeat from just before the claim does not count as after it.
+#[test]
+fn a_claim_in_the_same_second_as_the_last_heartbeat_is_still_detected() {
+    let s = TempSession::new();
+    let h = s.host();
+    s.clock.advance_ms(100);
+    h.inbound()
+        .write_message(&message("m", "x").build())
+        .unwrap();
+    sessionbus_runtime::heartbeat::touch_at(&s.paths.heartbeat, s.clock.now()).unwrap();
+    s.clock.advance_ms(400); // same second, later
+    s.container()
+        .outbound()
+        .ack(&["m".into()], &AckStatus::Processing)
+        .unwrap();
+    s.clock.advance_secs(61);
+    match decide_now(&h).unwrap() {
+        StuckDecision::Kill {
+            reason: KillReason::ClaimStuck { message_id, .. },
+        } => assert_eq!(message_id, "m"),
+        other => panic!("expected the claim rule to fire, got {other:?}"),
+    }
+}

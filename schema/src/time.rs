@@ -80,6 +80,13 @@ impl Timestamp {
         self.0.format("%Y-%m-%d %H:%M:%S").to_string()
     }
 
+    /// SQLite's datetime format with milliseconds: `2026-04-21 12:05:19.123` (UTC). SQLite's
+    /// date functions and upstream's readers accept it; used where whole seconds would lose an
+    /// ordering that matters (a claim against a heartbeat touched in the same second).
+    pub fn to_sqlite_millis(self) -> String {
+        self.0.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+    }
+
     /// This instant plus a number of milliseconds (saturating at the representable range).
     pub fn plus_millis(self, ms: i64) -> Self {
         self.0
@@ -140,6 +147,9 @@ mod tests {
         assert_eq!(iso, sql);
         assert_eq!(sql.to_iso(), "2026-04-21T12:05:19.000Z");
         assert_eq!(iso.to_sqlite(), "2026-04-21 12:05:19");
+        let ms = Timestamp::parse("2026-04-21T12:05:19.123Z").unwrap();
+        assert_eq!(ms.to_sqlite_millis(), "2026-04-21 12:05:19.123");
+        assert_eq!(Timestamp::parse(&ms.to_sqlite_millis()).unwrap(), ms);
     }
 
     #[test]

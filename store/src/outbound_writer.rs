@@ -121,13 +121,13 @@ impl OutboundWriter {
                 let host_max = inbound.max_seq().map_err(OpError::Store)?;
                 let own_max: Option<i64> = messages_out::table
                     .select(max(messages_out::seq))
-                    .first(c)?;
+                    .get_result(c)?;
                 let mut next = Seq::next_container(host_max.max(own_max.map(Seq)));
                 for m in replies {
                     let existing: Option<OutRow> = messages_out::table
                         .find(&m.id)
                         .select(OutRow::as_select())
-                        .first(c)
+                        .get_result(c)
                         .optional()?;
                     if let Some(e) = existing.map(MessageOut::from) {
                         if crate::rows::same_content(&e.content, &m.content) {
@@ -167,7 +167,7 @@ impl OutboundWriter {
             Ok(messages_out::table
                 .filter(messages_out::seq.eq(seq.0))
                 .select(OutRow::as_select())
-                .first(c)
+                .get_result(c)
                 .optional()?
                 .map(MessageOut::from))
         })
@@ -179,7 +179,7 @@ impl OutboundWriter {
             Ok(session_state::table
                 .find(key)
                 .select(session_state::value)
-                .first(c)
+                .get_result(c)
                 .optional()?)
         })
     }
@@ -226,7 +226,7 @@ impl OutboundWriter {
             let legacy: Option<String> = session_state::table
                 .find(LEGACY_CONTINUATION_KEY)
                 .select(session_state::value)
-                .first(c)
+                .get_result(c)
                 .optional()?;
             let Some(value) = legacy else {
                 return Ok(false);
@@ -318,7 +318,9 @@ fn upsert_acks(
     status: &AckStatus,
     now: Timestamp,
 ) -> QueryResult<()> {
-    let changed = now.to_sqlite();
+    // Milliseconds: the host compares the claim time with the heartbeat's mtime, and the
+    // container touches the heartbeat just before it claims, within the same second.
+    let changed = now.to_sqlite_millis();
     for id in ids {
         diesel::replace_into(processing_ack::table)
             .values((
