@@ -322,3 +322,19 @@ fn unknown_kinds_and_statuses_from_a_newer_peer_read_fine() {
     );
     assert_eq!(s.container().poll(true, 10).unwrap().ids(), vec!["n1"]);
 }
+
+#[test]
+fn a_peer_writing_a_null_key_is_refused_by_the_file() {
+    let s = TempSession::new();
+    for (path, sql) in [
+        (&s.paths.inbound, "INSERT INTO messages_in (id, seq, kind, timestamp, content) VALUES (NULL, 2, 'chat', 'x', '{}')"),
+        (&s.paths.outbound, "INSERT INTO processing_ack (message_id, status, status_changed) VALUES (NULL, 'completed', 'x')"),
+    ] {
+        let mut conn =
+            <diesel::SqliteConnection as diesel::Connection>::establish(path.to_str().unwrap()).unwrap();
+        let err = diesel::RunQueryDsl::execute(diesel::sql_query(sql), &mut conn).unwrap_err();
+        assert!(err.to_string().contains("must not be NULL"), "{err}");
+    }
+    // Polls keep working.
+    assert!(s.container().poll(true, 10).unwrap().is_empty());
+}

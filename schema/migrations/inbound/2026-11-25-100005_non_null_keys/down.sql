@@ -1,0 +1,12 @@
+DROP TRIGGER IF EXISTS messages_in_id_not_null_insert;
+DROP TRIGGER IF EXISTS messages_in_id_not_null_update;
+DROP TRIGGER IF EXISTS delivered_message_out_id_not_null_insert;
+DROP TRIGGER IF EXISTS delivered_message_out_id_not_null_update;
+DROP TRIGGER IF EXISTS destinations_name_not_null_insert;
+DROP TRIGGER IF EXISTS destinations_name_not_null_update;
+DROP TRIGGER IF EXISTS host_replies_id_not_null_insert;
+DROP TRIGGER IF EXISTS host_replies_id_not_null_update;
+DROP TRIGGER IF EXISTS delivery_attempts_message_out_id_not_null_insert;
+DROP TRIGGER IF EXISTS delivery_attempts_message_out_id_not_null_update;
+DROP TRIGGER IF EXISTS host_cursor_name_not_null_insert;
+DROP TRIGGER IF EXISTS host_cursor_name_not_null_update;

@@ -1,0 +1,6 @@
+DROP TRIGGER IF EXISTS messages_out_id_not_null_insert;
+DROP TRIGGER IF EXISTS messages_out_id_not_null_update;
+DROP TRIGGER IF EXISTS processing_ack_message_id_not_null_insert;
+DROP TRIGGER IF EXISTS processing_ack_message_id_not_null_update;
+DROP TRIGGER IF EXISTS session_state_key_not_null_insert;
+DROP TRIGGER IF EXISTS session_state_key_not_null_update;
