@@ -18,6 +18,14 @@ pub enum RuntimeError {
     /// The heartbeat file could not be touched or read.
     #[error(transparent)]
     Heartbeat(#[from] HeartbeatError),
+    /// A step for one session panicked; the pass went on with the other sessions.
+    #[error("session {session}: the step panicked: {detail}")]
+    Panicked {
+        /// The session folder.
+        session: PathBuf,
+        /// The panic message.
+        detail: String,
+    },
     /// The caller's container control failed (start or kill).
     #[error("session {session}: container control failed to {action}: {detail}")]
     Control {

@@ -601,3 +601,25 @@ fn a_claim_in_the_same_second_as_the_last_heartbeat_is_still_detected() {
         other => panic!("expected the claim rule to fire, got {other:?}"),
     }
 }
+
+#[test]
+fn a_panicking_session_step_is_reported_and_the_pass_goes_on() {
+    let a = TempSession::new();
+    let b = TempSession::new();
+    let hosts = vec![a.host(), b.host()];
+    let mut served = 0;
+    let out = for_each_session(&hosts, |h| {
+        if h.paths().dir == a.paths.dir {
+            panic!("boom in one session");
+        }
+        served += 1;
+        Ok(())
+    });
+    assert_eq!(served, 1);
+    let e = out[0].result.as_ref().unwrap_err();
+    assert!(
+        matches!(e, RuntimeError::Panicked { .. }) && e.to_string().contains("boom"),
+        "{e}"
+    );
+    assert!(out[1].result.is_ok());
+}
