@@ -101,5 +101,7 @@ pub(crate) fn read_own<T>(
     f: impl FnOnce(&mut SqliteConnection) -> Result<T, OpError>,
 ) -> Result<T, StoreError> {
     let mut conn = open_write(file, op)?;
+    // Each statement runs once on this connection: no persistent statement cache.
+    sessionbus_schema::conn::one_shot(&mut conn);
     f(&mut conn).map_err(|e| e.into_store(file, op))
 }

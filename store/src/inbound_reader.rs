@@ -48,7 +48,7 @@ impl InboundReader {
             Ok(messages_in::table
                 .filter(messages_in::seq.eq(seq.0))
                 .select(InRow::as_select())
-                .first(c)
+                .get_result(c)
                 .optional()?
                 .map(MessageIn::from))
         })
@@ -61,7 +61,7 @@ impl InboundReader {
             if let Some(m) = messages_in::table
                 .filter(messages_in::seq.eq(seq.0))
                 .select(InRow::as_select())
-                .first(c)
+                .get_result(c)
                 .optional()?
                 .map(MessageIn::from)
             {
@@ -76,7 +76,7 @@ impl InboundReader {
             let reply: Option<MessageOut> = host_replies::table
                 .filter(host_replies::seq.eq(seq.0))
                 .select(crate::rows::HostReplyRow::as_select())
-                .first(c)
+                .get_result(c)
                 .optional()?
                 .map(MessageOut::from);
             match reply {
@@ -113,7 +113,7 @@ impl InboundReader {
                         session_routing::platform_id,
                         session_routing::thread_id,
                     ))
-                    .first(c)
+                    .get_result(c)
                     .optional()?;
             Ok(row
                 .map(|(channel_type, platform_id, thread_id)| Routing {
@@ -131,7 +131,7 @@ impl InboundReader {
             Ok(destinations::table
                 .find(name)
                 .select(DestinationRow::as_select())
-                .first(c)
+                .get_result(c)
                 .optional()?
                 .map(Destination::from))
         })
@@ -165,7 +165,7 @@ fn platform_id_of(c: &mut SqliteConnection, id: &str) -> QueryResult<Option<Stri
     Ok(delivered::table
         .find(id)
         .select(delivered::platform_message_id)
-        .first::<Option<String>>(c)
+        .get_result::<Option<String>>(c)
         .optional()?
         .flatten())
 }

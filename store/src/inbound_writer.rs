@@ -59,10 +59,10 @@ impl std::fmt::Debug for InboundWriter {
 pub(crate) fn max_host_seq(conn: &mut SqliteConnection) -> QueryResult<Option<Seq>> {
     let a: Option<i64> = messages_in::table
         .select(max(messages_in::seq))
-        .first(conn)?;
+        .get_result(conn)?;
     let b: Option<i64> = host_replies::table
         .select(max(host_replies::seq))
-        .first(conn)?;
+        .get_result(conn)?;
     Ok(a.max(b).map(Seq))
 }
 
@@ -107,7 +107,7 @@ impl InboundWriter {
                 let existing = messages_in::table
                     .find(&m.id)
                     .select(InRow::as_select())
-                    .first(c)
+                    .get_result(c)
                     .optional()?
                     .map(MessageIn::from);
                 if let Some(e) = existing {
@@ -148,7 +148,7 @@ impl InboundWriter {
             if let Some(seq) = host_replies::table
                 .find(&reply.id)
                 .select(host_replies::seq)
-                .first::<i64>(c)
+                .get_result::<i64>(c)
                 .optional()?
             {
                 return Ok(Seq(seq));
@@ -236,7 +236,7 @@ impl InboundWriter {
             Ok(messages_in::table
                 .find(id)
                 .select(InRow::as_select())
-                .first(c)
+                .get_result(c)
                 .optional()?
                 .map(MessageIn::from))
         })
@@ -301,7 +301,7 @@ impl InboundWriter {
             let row = messages_in::table
                 .find(finished_id)
                 .select(InRow::as_select())
-                .first(c)
+                .get_result(c)
                 .optional()?
                 .map(MessageIn::from);
             match row {
@@ -358,7 +358,7 @@ impl InboundWriter {
             Ok(delivery_attempts::table
                 .find(message_out_id)
                 .select(delivery_attempts::attempts)
-                .first(c)?)
+                .get_result(c)?)
         })
     }
 
@@ -484,7 +484,7 @@ pub(crate) fn apply_final_acks(
         let row = messages_in::table
             .find(&ack.message_id)
             .select(InRow::as_select())
-            .first(c)
+            .get_result(c)
             .map(MessageIn::from)?;
         if row.recurrence.is_some() {
             if let Some(next) = next_occurrence(&row) {
@@ -517,7 +517,7 @@ pub(crate) fn cursor(c: &mut SqliteConnection, name: &str) -> QueryResult<i64> {
     Ok(host_cursor::table
         .find(name)
         .select(host_cursor::seq)
-        .first(c)
+        .get_result(c)
         .optional()?
         .unwrap_or(0))
 }
@@ -573,13 +573,15 @@ pub(crate) fn host_replies_after(
     after: i64,
     limit: i64,
 ) -> QueryResult<Vec<MessageOut>> {
-    Ok(host_replies::table
-        .filter(host_replies::seq.gt(after))
-        .order(host_replies::seq.asc())
-        .limit(limit)
-        .select(crate::rows::HostReplyRow::as_select())
-        .load(c)?
-        .into_iter()
-        .map(MessageOut::from)
-        .collect())
+    // `take` instead of `.limit()`: a bound LIMIT makes SQLite re-prepare the statement on
+    // every run (see `crate::rows::first_n`).
+    crate::rows::first_n(
+        host_replies::table
+            .filter(host_replies::seq.gt(after))
+            .order(host_replies::seq.asc())
+            .select(crate::rows::HostReplyRow::as_select()),
+        c,
+        limit,
+    )
+    .map(|rows| rows.into_iter().map(MessageOut::from).collect())
 }

@@ -56,7 +56,7 @@ impl OutboundReader {
             Ok(container_state::table
                 .find(1i64)
                 .select(ContainerStateRow::as_select())
-                .first(c)
+                .get_result(c)
                 .optional()?
                 .map(ContainerState::from))
         })
@@ -65,15 +65,17 @@ impl OutboundReader {
     /// `messages_out` rows with seq above `after`, oldest first, at most `limit`.
     pub fn messages_after(&self, after: Seq, limit: i64) -> Result<Vec<MessageOut>> {
         fileio::read(&self.file, "read outbound messages", |c| {
-            Ok(messages_out::table
-                .filter(messages_out::seq.gt(after.0))
-                .order(messages_out::seq.asc())
-                .limit(limit)
-                .select(OutRow::as_select())
-                .load(c)?
-                .into_iter()
-                .map(MessageOut::from)
-                .collect())
+            Ok(crate::rows::first_n(
+                messages_out::table
+                    .filter(messages_out::seq.gt(after.0))
+                    .order(messages_out::seq.asc())
+                    .select(OutRow::as_select()),
+                c,
+                limit,
+            )?
+            .into_iter()
+            .map(MessageOut::from)
+            .collect())
         })
     }
 

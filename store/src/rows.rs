@@ -199,5 +199,31 @@ pub(crate) fn same_content(a: &str, b: &str) -> bool {
     }
 }
 
+/// The first `n` rows of `query`, read lazily (SQLite stops stepping when the iterator is
+/// dropped).
+///
+/// Used instead of `.limit(n)` (and single-row lookups use `.get_result()` instead of
+/// `.first()`): diesel binds LIMIT as a parameter, and SQLite compiles a bound LIMIT against
+/// its current value, so every run of such a statement is re-prepared from scratch on its first
+/// step (about a quarter of an idle open-and-query). A primary-key, unique or aggregate lookup
+/// has at most one row anyway, and `get_result` takes the first.
+pub(crate) fn first_n<'q, Q, U>(
+    query: Q,
+    c: &mut diesel::SqliteConnection,
+    n: i64,
+) -> QueryResult<Vec<U>>
+where
+    Q: diesel::query_dsl::LoadQuery<'q, diesel::SqliteConnection, U>,
+{
+    let n = usize::try_from(n).unwrap_or(0);
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    query
+        .load_iter::<U, diesel::connection::DefaultLoadingMode>(c)?
+        .take(n)
+        .collect()
+}
+
 /// Splits ids into chunks small enough for one `IN (...)` list.
 pub(crate) const IN_CHUNK: usize = 500;

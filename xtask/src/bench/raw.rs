@@ -2,12 +2,16 @@
 //! SQLite (rusqlite over the same bundled libsqlite3-sys), with the same opens, the same
 //! pragmas, the same schema-version check, the same statements in the same transactions and
 //! the same durability. It is what the operations would cost with no abstraction at all:
-//! statements are plain SQL, URIs and the known migration versions are computed once, rows
-//! are read straight into plain structs.
+//! statements are plain SQL with literal LIMITs (a bound LIMIT makes SQLite re-prepare the
+//! statement on every run), URIs and the known migration versions are computed once, rows are
+//! read straight into plain structs.
 //!
-//! What it leaves out on purpose is the library's own work around SQLite: refusing symlinks
-//! and non-database files before opening, validating ids and JSON content, classifying
-//! errors. That is part of what the ratio measures.
+//! Before each open it makes the same file checks the cross-mount rules require of any
+//! implementation (ARCHITECTURE: symlinks and non-SQLite files are refused before SQLite sees
+//! them; a reader refuses a WAL-mode header before SQLite could create `-wal`/`-shm` next to
+//! it): one `lstat` and a read of the 20-byte header, as the library does. What it leaves out
+//! is the library's own work around SQLite: validating ids and JSON content, typed errors,
+//! mapping rows into the public model. That is part of what the ratio measures.
 
 use super::fixture::{CHANNEL_TYPE, FIXED_MILLIS, PLATFORM_ID, THREAD_ID};
 use super::{err, BenchResult};
@@ -38,6 +42,8 @@ const HOST_REPLY_COLS: &str =
 
 /// One session's files, as the raw baseline opens them.
 pub struct RawSession {
+    inbound: PathBuf,
+    outbound: PathBuf,
     in_rw: String,
     in_ro: String,
     out_rw: String,
@@ -192,6 +198,8 @@ impl RawSession {
         let mut journal = paths.outbound.as_os_str().to_owned();
         journal.push("-journal");
         Ok(RawSession {
+            inbound: paths.inbound.clone(),
+            outbound: paths.outbound.clone(),
             in_rw: uri(&paths.inbound, "rw")?,
             in_ro: uri(&paths.inbound, "ro")?,
             out_rw: uri(&paths.outbound, "rw")?,
@@ -227,9 +235,38 @@ impl RawSession {
         Ok(())
     }
 
+    /// The checks before an open: not a symlink, a regular file, an SQLite header (or an empty
+    /// file); for a reader, not in WAL mode.
+    fn precheck(path: &Path, reader: bool) -> BenchResult<()> {
+        let meta = std::fs::symlink_metadata(path).map_err(err)?;
+        if meta.file_type().is_symlink() || !meta.is_file() {
+            return Err(format!("{}: not a regular file", path.display()));
+        }
+        let mut f = std::fs::File::open(path).map_err(err)?;
+        let mut buf = [0u8; 20];
+        let mut n = 0;
+        while n < buf.len() {
+            match std::io::Read::read(&mut f, &mut buf[n..]).map_err(err)? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        if n < 20 || &buf[..16] != b"SQLite format 3\0" {
+            return Err(format!("{}: not an SQLite database", path.display()));
+        }
+        if reader && (buf[18] == 2 || buf[19] == 2) {
+            return Err(format!("{}: WAL mode", path.display()));
+        }
+        Ok(())
+    }
+
     /// Writer open: `busy_timeout`, `journal_mode` checked (DELETE), `synchronous = FULL`,
     /// `foreign_keys = ON`, the schema-version check.
-    fn writer(uri: &str, known: &[String]) -> BenchResult<Connection> {
+    fn writer(path: &Path, uri: &str, known: &[String]) -> BenchResult<Connection> {
+        Self::precheck(path, false)?;
         let c = Connection::open_with_flags(uri, FLAGS).map_err(err)?;
         c.execute_batch("PRAGMA busy_timeout = 5000").map_err(err)?;
         let mode: String = c
@@ -246,7 +283,8 @@ impl RawSession {
 
     /// Reader open: `mode=ro` URI, `busy_timeout`, `mmap_size = 0`, `query_only`, a first read
     /// of `sqlite_master`, the journal-mode check (no WAL), the schema-version check.
-    fn reader(uri: &str, known: &[String]) -> BenchResult<Connection> {
+    fn reader(path: &Path, uri: &str, known: &[String]) -> BenchResult<Connection> {
+        Self::precheck(path, true)?;
         let c = Connection::open_with_flags(uri, FLAGS).map_err(err)?;
         c.execute_batch("PRAGMA busy_timeout = 5000").map_err(err)?;
         c.execute_batch("PRAGMA mmap_size = 0").map_err(err)?;
@@ -265,16 +303,16 @@ impl RawSession {
     }
 
     fn in_writer(&self) -> BenchResult<Connection> {
-        Self::writer(&self.in_rw, &self.in_versions)
+        Self::writer(&self.inbound, &self.in_rw, &self.in_versions)
     }
     fn in_reader(&self) -> BenchResult<Connection> {
-        Self::reader(&self.in_ro, &self.in_versions)
+        Self::reader(&self.inbound, &self.in_ro, &self.in_versions)
     }
     fn out_writer(&self) -> BenchResult<Connection> {
-        Self::writer(&self.out_rw, &self.out_versions)
+        Self::writer(&self.outbound, &self.out_rw, &self.out_versions)
     }
     fn out_reader(&self) -> BenchResult<Connection> {
-        Self::reader(&self.out_ro, &self.out_versions)
+        Self::reader(&self.outbound, &self.out_ro, &self.out_versions)
     }
 
     // ---------------------------------------------------------------------------------
@@ -447,11 +485,11 @@ impl RawSession {
             let mut st = c
                 .prepare(&format!(
                     "SELECT {HOST_REPLY_COLS} FROM host_replies WHERE seq > ?1 \
-                     ORDER BY seq ASC LIMIT ?2"
+                     ORDER BY seq ASC LIMIT {DELIVERY_SCAN}"
                 ))
                 .map_err(err)?;
             let rows: Vec<OutRow> = st
-                .query_map(params![hc, DELIVERY_SCAN], host_reply_row)
+                .query_map([hc], host_reply_row)
                 .map_err(err)?
                 .collect::<Result<_, _>>()
                 .map_err(err)?;
@@ -461,11 +499,12 @@ impl RawSession {
             let c = self.out_reader()?;
             let mut st = c
                 .prepare(&format!(
-                    "SELECT {OUT_COLS} FROM messages_out WHERE seq > ?1 ORDER BY seq ASC LIMIT ?2"
+                    "SELECT {OUT_COLS} FROM messages_out WHERE seq > ?1 ORDER BY seq ASC \
+                     LIMIT {DELIVERY_SCAN}"
                 ))
                 .map_err(err)?;
             let v = st
-                .query_map(params![out_cursor, DELIVERY_SCAN], out_row)
+                .query_map([out_cursor], out_row)
                 .map_err(err)?
                 .collect::<Result<_, _>>()
                 .map_err(err)?;
