@@ -261,33 +261,74 @@ impl HostSession {
     /// Outbound rows due for delivery: agent replies (`messages_out`) and the host's own
     /// replies (`host_replies`), merged in seq order, with `deliver_after` unset or past, not
     /// yet in `delivered`; at most `limit`. Cost follows what is undelivered, not history: a
-    /// cursor in inbound.db marks the seq below which everything is settled.
+    /// cursor in inbound.db marks the seq below which everything is settled. Rows above it are
+    /// read in windows of `DELIVERY_SCAN` until `limit` due rows are found or both tables are
+    /// exhausted, so that a row scheduled for later (which holds the cursor back) never hides
+    /// the rows written after it.
     pub fn due_outbound(&self, limit: usize) -> Result<Vec<DueOutbound>> {
         const OP: &str = "read due outbound";
         let file = self.inbound.file();
         let now = self.clock().now();
-        let (out_cursor, host_rows) = fileio::read_own(file, OP, |c| {
+        let (out_cursor, host_cursor, first_host_rows) = fileio::read_own(file, OP, |c| {
             let oc = iw::cursor(c, iw::CURSOR_MESSAGES_OUT)?;
             let hc = iw::cursor(c, iw::CURSOR_HOST_REPLIES)?;
-            Ok((oc, iw::host_replies_after(c, hc, DELIVERY_SCAN)?))
+            Ok((oc, hc, iw::host_replies_after(c, hc, DELIVERY_SCAN)?))
         })?;
-        let out_rows = self
-            .outbound
-            .messages_after(Seq(out_cursor), DELIVERY_SCAN)?;
-        let ids: Vec<String> = out_rows
-            .iter()
-            .chain(host_rows.iter())
-            .map(|m| m.id.clone())
-            .collect();
-        // Nothing above the cursors (the idle case): no delivery state to look up, and no
-        // second open of the file.
-        let (settled, attempts) = if ids.is_empty() {
-            Default::default()
-        } else {
-            fileio::read_own(file, OP, |c| {
-                Ok((iw::delivered_among(c, &ids)?, iw::attempts_among(c, &ids)?))
-            })?
-        };
+        let mut out_rows: Vec<MessageOut> = Vec::new();
+        let mut host_rows: Vec<MessageOut> = Vec::new();
+        let mut settled = std::collections::HashMap::new();
+        let mut attempts = std::collections::HashMap::new();
+        // Per table: where the next window starts, or `None` once the table is exhausted.
+        let mut out_next = Some(out_cursor);
+        let mut host_next = Some(host_cursor);
+        let mut first_host_rows = Some(first_host_rows);
+        loop {
+            let o = match out_next {
+                Some(after) => self.outbound.messages_after(Seq(after), DELIVERY_SCAN)?,
+                None => Vec::new(),
+            };
+            let h = match (host_next, first_host_rows.take()) {
+                (Some(_), Some(rows)) => rows,
+                (Some(after), None) => fileio::read_own(file, OP, |c| {
+                    Ok(iw::host_replies_after(c, after, DELIVERY_SCAN)?)
+                })?,
+                (None, _) => Vec::new(),
+            };
+            let window_end = |rows: &[MessageOut], next: Option<i64>| match next {
+                Some(_) if rows.len() as i64 == DELIVERY_SCAN => {
+                    rows.last().and_then(|m| m.seq).map(|s| s.0)
+                }
+                _ => None,
+            };
+            out_next = window_end(&o, out_next);
+            host_next = window_end(&h, host_next);
+            let ids: Vec<String> = o.iter().chain(h.iter()).map(|m| m.id.clone()).collect();
+            // Nothing above the cursors (the idle case): no delivery state to look up, and no
+            // second open of the file.
+            if !ids.is_empty() {
+                let (s, a) = fileio::read_own(file, OP, |c| {
+                    Ok((iw::delivered_among(c, &ids)?, iw::attempts_among(c, &ids)?))
+                })?;
+                settled.extend(s);
+                attempts.extend(a);
+            }
+            out_rows.extend(o);
+            host_rows.extend(h);
+            // Rows at or below the horizon are complete in both tables: merging them in seq
+            // order cannot skip an unread row of the other table.
+            let horizon = [out_next, host_next].into_iter().flatten().min();
+            let due_below = out_rows
+                .iter()
+                .chain(host_rows.iter())
+                .filter(|m| horizon.is_none_or(|h| m.seq.is_some_and(|s| s.0 <= h)))
+                .filter(|m| !settled.contains_key(&m.id))
+                .filter(|m| m.deliver_after.as_ref().is_none_or(|t| t.is_due(now)))
+                .count();
+            if horizon.is_none() || due_below >= limit {
+                break;
+            }
+        }
+        let horizon = [out_next, host_next].into_iter().flatten().min();
         let advance = |rows: &[MessageOut]| {
             rows.iter()
                 .take_while(|m| settled.contains_key(&m.id))
@@ -311,6 +352,7 @@ impl HostSession {
             .into_iter()
             .map(|m| (OutboundSource::Container, m))
             .chain(host_rows.into_iter().map(|m| (OutboundSource::Host, m)))
+            .filter(|(_, m)| horizon.is_none_or(|h| m.seq.is_some_and(|s| s.0 <= h)))
             .filter(|(_, m)| !settled.contains_key(&m.id))
             .filter(|(_, m)| m.deliver_after.as_ref().is_none_or(|t| t.is_due(now)))
             .map(|(source, message)| DueOutbound {
