@@ -342,7 +342,8 @@ pub struct Workload {
     /// History size, for idle polls.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<u64>,
-    /// Where the session files were: `disk` or `tmpfs`.
+    /// The file system the session files were on: `disk` or `tmpfs` (round trips with id
+    /// suffix `.tmpfs` ran in `--mem-dir`, whatever it is).
     pub storage: String,
 }
 
@@ -582,11 +583,18 @@ pub fn run(args: &BenchArgs) -> BenchResult<Report> {
     let mut workloads = Vec::new();
 
     // 1. Round trips.
-    let mut rt_sets: Vec<(&fixture::Sessions, &str, usize, usize)> =
-        vec![(&disk_sessions, disk_kind, plan.rt_single, plan.rt_batch)];
+    // (sessions, id suffix, file system, messages one at a time, messages batched)
+    let mut rt_sets: Vec<(&fixture::Sessions, &str, &str, usize, usize)> = vec![(
+        &disk_sessions,
+        "disk",
+        disk_kind,
+        plan.rt_single,
+        plan.rt_batch,
+    )];
     if let (Some(ms), Some(m)) = (&mem_sessions, &mem) {
         rt_sets.push((
             ms,
+            "tmpfs",
             storage_name(m.path()),
             plan.rt_mem_single,
             plan.rt_mem_batch,
@@ -595,7 +603,7 @@ pub fn run(args: &BenchArgs) -> BenchResult<Report> {
     if !plan.runs_group("round_trip") {
         rt_sets.clear();
     }
-    for (sessions, kind, single, batched) in rt_sets {
+    for (sessions, role, kind, single, batched) in rt_sets {
         for (batch, total) in [(1usize, single), (10usize, batched)] {
             let total = total.max(batch);
             let what = if batch == 1 {
@@ -614,7 +622,7 @@ pub fn run(args: &BenchArgs) -> BenchResult<Report> {
             )?;
             workloads.push(workload(
                 format!(
-                    "round_trip.{}.{kind}",
+                    "round_trip.{}.{role}",
                     if batch == 1 { "single" } else { "batch10" }
                 ),
                 "round_trip",

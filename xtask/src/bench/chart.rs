@@ -46,6 +46,7 @@ pub fn draw(path: &Path, scaling: &[Scaling]) -> BenchResult<()> {
         .x_desc("finished messages in the session (log scale)")
         .y_desc("microseconds per poll")
         .x_label_formatter(&|x| format!("{:.0}", x))
+        .y_label_formatter(&|y| format!("{:.0}", y))
         .draw()
         .map_err(err)?;
     for (i, s) in scaling.iter().enumerate() {
