@@ -213,14 +213,17 @@ impl InboundWriter {
         })
     }
 
-    /// How many messages are due: pending, `trigger = 1`, `process_after` unset or past.
+    /// How many messages are due: pending, `trigger = 1`, not a `system` answer, and
+    /// `process_after` unset or past.
     /// Decides whether to wake a container.
     pub fn count_due(&self) -> Result<usize> {
         let now = self.clock.now();
         fileio::read_own(&self.file, "count due messages", |c| {
+            // `system` rows are answers to a running agent's own question: they never wake one.
             let rows: Vec<Option<String>> = messages_in::table
                 .filter(messages_in::status.eq(MessageStatus::Pending.as_str()))
                 .filter(messages_in::trigger.eq(1))
+                .filter(messages_in::kind.ne(MessageKind::System.as_str()))
                 .select(messages_in::process_after)
                 .load(c)?;
             Ok(rows

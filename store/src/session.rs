@@ -442,7 +442,7 @@ impl ContainerSession {
         let paths = SessionPaths::new(dir);
         check_writable(&paths.outbound)?;
         check_writable(&paths.dir)?;
-        Ok(ContainerSession::from_files(
+        Ok(ContainerSession::over_files(
             paths.clone(),
             DbFile::new(&paths.inbound, FileKind::Inbound, Role::Container),
             DbFile::new(&paths.outbound, FileKind::Outbound, Role::Container),
@@ -450,8 +450,19 @@ impl ContainerSession {
         ))
     }
 
-    /// A container view over explicit files (in-memory fixtures use this).
+    /// A container view over explicit files, for test fixtures (`MemSession`). Only with the
+    /// `fixtures` feature: it hands out an [`OutboundWriter`], which host code must never get.
+    #[cfg(feature = "fixtures")]
     pub fn from_files(
+        paths: SessionPaths,
+        inbound: DbFile,
+        outbound: DbFile,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        ContainerSession::over_files(paths, inbound, outbound, clock)
+    }
+
+    fn over_files(
         paths: SessionPaths,
         inbound: DbFile,
         outbound: DbFile,

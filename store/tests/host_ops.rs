@@ -442,3 +442,17 @@ fn pending_lists_newest_first() {
         .unwrap();
     assert_eq!(ids(&s.host().inbound().pending().unwrap()), vec!["b", "a"]);
 }
+
+#[test]
+fn a_pending_system_answer_alone_does_not_count_as_due() {
+    let s = TempSession::new();
+    let h = s.host();
+    h.inbound()
+        .write_message(&message("ans", "x").answer_to("q1").build())
+        .unwrap();
+    assert_eq!(h.inbound().count_due().unwrap(), 0);
+    h.inbound()
+        .write_message(&message("m", "x").build())
+        .unwrap();
+    assert_eq!(h.inbound().count_due().unwrap(), 1);
+}
