@@ -15,6 +15,9 @@
 //! - [`inspect`]: what one session folder holds right now (read-only);
 //! - [`bench`]: the library against a raw-SQLite baseline doing the same SQL work, polls
 //!   against history size, a sweep of many sessions, a container's memory over a long run.
+//! - [`soak`]: a host, containers and a second host-side writer as separate processes under a
+//!   random workload and a fault injector (kill -9, clock jumps, full disk, read-only mount,
+//!   garbage file), then the ledger checked against the files.
 //!
 //! Later commands (soak, mountcheck) are added the same way: a module
 //! here and a variant of [`Command`].
@@ -24,6 +27,7 @@ pub mod bench;
 pub mod demo;
 pub mod inspect;
 pub mod migrate;
+pub mod soak;
 
 use std::process::ExitCode;
 
@@ -53,6 +57,12 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure the library against a raw-SQLite baseline doing the same work.
     Bench(bench::BenchArgs),
+    /// Run a host, containers and a CLI writer under random faults; check nothing was lost,
+    /// duplicated or corrupted.
+    Soak(soak::SoakArgs),
+    /// One process of a soak run (started by `soak`).
+    #[command(name = "soak-proc", hide = true)]
+    SoakProc(soak::proc::ProcArgs),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -62,5 +72,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Demo(args) => demo::main(&args),
         Command::Inspect(args) => inspect::main(&args),
         Command::Bench(args) => bench::main(&args),
+        Command::Soak(args) => soak::main(&args),
+        Command::SoakProc(args) => soak::proc::main(&args),
     }
 }
