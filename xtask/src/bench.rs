@@ -77,6 +77,10 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Also write the JSON report into FILE (whatever is printed)
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
+
     /// Also draw idle-poll cost against history size, library and baseline, into FILE (SVG)
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
@@ -157,6 +161,10 @@ impl BenchArgs {
             })
         };
         opt("--svg", self.svg.as_ref().map(|p| absolute(p).into()));
+        opt(
+            "--json-out",
+            self.json_out.as_ref().map(|p| absolute(p).into()),
+        );
         opt("--dir", self.dir.as_ref().map(|p| absolute(p).into()));
         opt(
             "--mem-dir",
@@ -429,14 +437,21 @@ pub fn main(args: &BenchArgs) -> ExitCode {
     }
     match run(args) {
         Ok(report) => {
-            if args.json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => {
-                        eprintln!("bench: {e}");
-                        return ExitCode::from(2);
-                    }
+            let json = match serde_json::to_string_pretty(&report) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("bench: {e}");
+                    return ExitCode::from(2);
                 }
+            };
+            if let Some(path) = &args.json_out {
+                if let Err(e) = std::fs::write(path, format!("{json}\n")) {
+                    eprintln!("bench: cannot write {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+            if args.json {
+                println!("{json}");
             } else {
                 print!("{}", render_table(&report));
             }
