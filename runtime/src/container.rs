@@ -46,7 +46,8 @@ pub struct ContainerOptions {
     pub config_optional: bool,
     /// How often to touch the heartbeat while idle or busy.
     pub heartbeat_interval: Duration,
-    /// The clock.
+    /// The clock: every time the container writes comes from it (acks, replies, session
+    /// state) and so does the heartbeat's mtime, which the host compares with the claim times.
     pub clock: Arc<dyn Clock>,
 }
 
@@ -202,7 +203,7 @@ impl Container {
         // Fails now, with the operator's fix in the message, if inbound.db is not migrated.
         session.inbound().max_seq()?;
         let paths = session.paths().clone();
-        heartbeat::touch(&paths.heartbeat)?;
+        heartbeat::touch_at(&paths.heartbeat, opts.clock.now())?;
         Ok(Container {
             session,
             config,
@@ -287,7 +288,7 @@ impl Container {
             if stop.load(Ordering::SeqCst) {
                 break Ok(());
             }
-            heartbeat::touch(&self.paths.heartbeat)?;
+            self.touch_heartbeat()?;
             let pause = match self.step(&mut handler, &mut summary) {
                 Ok(true) => self.config.poll_interval_active(),
                 Ok(false) => self.config.poll_interval_idle(),
@@ -313,10 +314,17 @@ impl Container {
         while Instant::now() < end && !stop.load(Ordering::SeqCst) {
             std::thread::sleep((end - Instant::now()).min(Duration::from_millis(50)));
             if last_touch.elapsed() >= self.heartbeat_interval {
-                heartbeat::touch(&self.paths.heartbeat)?;
+                self.touch_heartbeat()?;
                 last_touch = Instant::now();
             }
         }
+        Ok(())
+    }
+
+    /// Touches the heartbeat at the clock's now (the host compares its mtime with claim times
+    /// stamped by the same clock).
+    fn touch_heartbeat(&self) -> Result<(), RuntimeError> {
+        heartbeat::touch_at(&self.paths.heartbeat, self.session.clock().now())?;
         Ok(())
     }
 
@@ -333,6 +341,7 @@ impl Container {
         let done = AtomicBool::new(false);
         let path = &self.paths.heartbeat;
         let interval = self.heartbeat_interval;
+        let clock = self.session.clock();
         let ctx = HandlerContext {
             session: &self.session,
             config: &self.config,
@@ -343,7 +352,7 @@ impl Container {
                 while !done.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(20).min(interval));
                     if last.elapsed() >= interval {
-                        if let Err(e) = heartbeat::touch(path) {
+                        if let Err(e) = heartbeat::touch_at(path, clock.now()) {
                             tracing::warn!("heartbeat: {e}");
                         }
                         last = Instant::now();
