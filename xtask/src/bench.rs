@@ -2,7 +2,7 @@
 //! stay flat as history grows.
 //!
 //! Every workload runs twice per run, through the library and through a raw baseline written
-//! here directly on SQLite ([`raw`]: rusqlite over the same bundled libsqlite3-sys) with the
+//! here directly on SQLite (module `raw`: rusqlite over the same bundled libsqlite3-sys) with the
 //! same opens, pragmas, schema check, statements, transactions and durability. The two
 //! variants alternate within each run, and each figure is the median over the runs with the
 //! spread (min to max) beside it. The ratio is always library cost / raw cost, so 1.00 means
@@ -17,7 +17,7 @@
 //! 3. open cost per role and handle kind (open, pragmas, schema check, one query);
 //! 4. a host sweep of many idle sessions (`for_each_session` + `sweep_session`), with their
 //!    containers running, and with none running (wake on due messages);
-//! 5. a container's resident memory over a long run (a child process, see [`memory`]).
+//! 5. a container's resident memory over a long run (a child process: module `memory`).
 //!
 //! Timings mean something only in an optimised build: run from a debug build (as the
 //! `cargo xtask` alias does), `bench` re-runs itself through `cargo run --release`.

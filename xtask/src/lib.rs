@@ -13,7 +13,7 @@
 //! - [`demo`]: a host and an echo container process talking through real files, with a
 //!   `kill -9` mid-conversation that the sweep recovers from;
 //! - [`inspect`]: what one session folder holds right now (read-only);
-//! - [`bench`]: the library against a raw-SQLite baseline doing the same SQL work, polls
+//! - [`bench`](mod@bench): the library against a raw-SQLite baseline doing the same SQL work, polls
 //!   against history size, a sweep of many sessions, a container's memory over a long run.
 //! - [`soak`]: a host, containers and a second host-side writer as separate processes under a
 //!   random workload and a fault injector (kill -9, clock jumps, full disk, read-only mount,
