@@ -274,10 +274,51 @@ pub(crate) fn classify_message(at: At, msg: &str, busy_timeout_ms: u64) -> Optio
             }
         } else if m.contains("database or disk is full") || m.contains("too big") {
             DbError::DiskFull { at, detail }
+        } else if m.contains("disk i/o error") {
+            // SQLite reports a write past the file-size limit (EFBIG) as a plain I/O error.
+            match file_size_limit_reached(&at.path) {
+                Some(why) => DbError::DiskFull {
+                    detail: format!("{detail} ({why})"),
+                    at,
+                },
+                None => return None,
+            }
         } else {
             return None;
         },
     )
+}
+
+/// Why a write to `db` that SQLite reported as a plain "disk I/O error" was most likely a write
+/// past this process's file-size limit (`RLIMIT_FSIZE`, EFBIG): the limit is set and `db` or its
+/// journal is within one write (a page of at most 64 KiB plus a journal record header) of it.
+fn file_size_limit_reached(db: &Path) -> Option<String> {
+    const ONE_WRITE: u64 = 65_536 + 8;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) } != 0
+        || lim.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    let limit = lim.rlim_cur;
+    let mut journal = db.as_os_str().to_owned();
+    journal.push("-journal");
+    [db.to_path_buf(), PathBuf::from(journal)]
+        .into_iter()
+        .find_map(|f| {
+            let len = std::fs::metadata(&f).ok()?.len();
+            (len.saturating_add(ONE_WRITE) >= limit).then(|| {
+                format!(
+                    "{} is {len} bytes and this process may not write files past {limit} bytes \
+                     (RLIMIT_FSIZE)",
+                    f.display()
+                )
+            })
+        })
 }
 
 /// The rollback journal next to `db`, if one is there (a hot journal when no writer holds the

@@ -462,3 +462,104 @@ fn a_hot_journal_is_refused_by_readers_until_the_writer_rolls_it_back() {
         vec![Some("ok".to_string())]
     );
 }
+
+const FSIZE_CHILD_ENV: &str = "SESSIONBUS_SCHEMA_TEST_FSIZE_DB";
+
+/// The child: under a file-size limit one page above the file's size (SIGXFSZ ignored, so a
+/// write past the limit fails with EFBIG instead of killing the process), commits rows one
+/// transaction at a time until a write fails, and reports how many committed and the error.
+fn child_writes_until_the_limit(db: &Path) -> ! {
+    let limit = std::fs::metadata(db).expect("child: stat").len() + 4096;
+    let lim = libc::rlimit {
+        rlim_cur: limit as libc::rlim_t,
+        rlim_max: limit as libc::rlim_t,
+    };
+    // SAFETY: plain syscalls on a struct we own.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        assert_eq!(
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim),
+            0,
+            "child: setrlimit"
+        );
+    }
+    let file = DbFile::new(db, FileKind::Inbound, FileKind::Inbound.writer());
+    let mut committed = 0;
+    let err = loop {
+        let res = file.open_writer("write past the limit").and_then(|mut c| {
+            diesel::sql_query(format!(
+                "INSERT INTO messages_in (id, seq, kind, timestamp, content) \
+                 VALUES ('fill-{committed}', {}, 'chat', '2026-04-21T12:00:00.000Z', '\"{}\"')",
+                2 + 2 * committed,
+                "x".repeat(1500)
+            ))
+            .execute(&mut c)
+            .map_err(|e| file.err("write past the limit", e))
+        });
+        match res {
+            Ok(_) => committed += 1,
+            Err(e) => break e,
+        }
+        assert!(committed < 1000, "child: the limit never hit");
+    };
+    let kind = match &err {
+        DbError::DiskFull { .. } => "DiskFull",
+        _ => "other",
+    };
+    let mut out = std::io::stdout();
+    writeln!(out, "RESULT {committed} {kind} {err}").expect("child: report");
+    out.flush().expect("child: flush");
+    std::process::exit(0);
+}
+
+/// A write past the process's file-size limit (EFBIG, which SQLite reports as a plain "disk
+/// I/O error") is `DiskFull`, naming the file and the limit; the file stays intact with every
+/// committed row.
+#[test]
+fn a_write_past_the_file_size_limit_is_disk_full_and_leaves_the_file_intact() {
+    if let Some(db) = std::env::var_os(FSIZE_CHILD_ENV) {
+        child_writes_until_the_limit(&PathBuf::from(db));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbound.db");
+    migrated(&path, FileKind::Inbound);
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_write_past_the_file_size_limit_is_disk_full_and_leaves_the_file_intact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FSIZE_CHILD_ENV, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = stdout
+        .lines()
+        .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r.to_string()))
+        .unwrap_or_else(|| panic!("the child never reported ({}): {stdout}", out.status));
+    let mut parts = report.splitn(3, ' ');
+    let committed: i64 = parts.next().unwrap().parse().unwrap();
+    let kind = parts.next().unwrap();
+    let message = parts.next().unwrap_or_default();
+    assert_eq!(kind, "DiskFull", "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("RLIMIT_FSIZE"), "{message}");
+    assert!(committed > 0, "some rows fit under the limit");
+
+    assert!(
+        !journal_of(&path).exists(),
+        "the failed write was rolled back"
+    );
+    let mut c = raw(&path);
+    assert_eq!(count(&mut c, "messages_in"), committed);
+    assert_eq!(
+        text_values(
+            &mut c,
+            "SELECT integrity_check AS v FROM pragma_integrity_check"
+        ),
+        vec![Some("ok".to_string())]
+    );
+}
