@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! echo_container [--workspace DIR] [--config PATH] [--slow-ms N] [--heartbeat-ms N]
+//!                [--log-claims] [--frozen-view-ms N]
 //! ```
 //!
 //! - `--workspace DIR` is the session folder (`/workspace` inside a real container);
@@ -18,7 +19,13 @@
 //! - `--slow-ms N` sleeps N ms per batch in the handler (tests kill it mid-handling; a stop
 //!   signal cuts the sleep short and the batch is answered at once);
 //! - `--heartbeat-ms N` sets how often the heartbeat is touched while idle or busy (default
-//!   5000).
+//!   5000);
+//! - `--log-claims` prints `claimed <id> at <unix ms>` on stderr for each message as its batch
+//!   reaches the handler, right after the `processing` acks are committed (the mount rig
+//!   measures the time from the host's commit to the claim with it);
+//! - `--frozen-view-ms N` reports a frozen view of inbound.db (a mount that never revalidates
+//!   cached contents) after N ms behind the host's stamped commits instead of the runtime's
+//!   default 30 s; 0 turns the check off.
 //!
 //! One line per handled batch goes to stderr. Exit status: 0 after a clean stop, 1 when
 //! start-up or the loop fails (the error names the file and what to do), 2 for bad arguments.
@@ -56,6 +63,15 @@ struct Args {
     /// Touch the heartbeat this often while idle or busy
     #[arg(long, value_name = "N", default_value_t = 5000)]
     heartbeat_ms: u64,
+
+    /// Print `claimed <id> at <unix ms>` on stderr for each message handed to the handler
+    #[arg(long)]
+    log_claims: bool,
+
+    /// Report a frozen view of inbound.db after this many ms behind the host's stamped
+    /// commits (default: the runtime's 30 s; 0 turns the check off)
+    #[arg(long, value_name = "N")]
+    frozen_view_ms: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -95,6 +111,9 @@ fn run(args: &Args) -> Result<(), String> {
     opts.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(1));
 
     let mut container = Container::start(opts).map_err(|e| format!("cannot start: {e}"))?;
+    if let Some(ms) = args.frozen_view_ms {
+        container.set_frozen_view_after((ms > 0).then(|| Duration::from_millis(ms)));
+    }
     let pid = std::process::id();
     eprintln!(
         "echo_container[{pid}]: started on {} (provider {}, batches of up to {}{})",
@@ -109,7 +128,12 @@ fn run(args: &Args) -> Result<(), String> {
 
     let slow = Duration::from_millis(args.slow_ms);
     let summary = container
-        .run(&stop, |ctx, batch| echo(ctx, batch, slow, &stop, pid))
+        .run(&stop, |ctx, batch| {
+            if args.log_claims {
+                log_claims(batch, pid);
+            }
+            echo(ctx, batch, slow, &stop, pid)
+        })
         .map_err(|e| format!("poll loop stopped: {e}"))?;
     eprintln!(
         "echo_container[{pid}]: stopped after {} batch(es): {} message(s) completed, {} failed, \
@@ -117,6 +141,16 @@ fn run(args: &Args) -> Result<(), String> {
         summary.batches, summary.completed, summary.failed, summary.clears
     );
     Ok(())
+}
+
+/// One `claimed <id> at <unix ms>` line per message of the batch, on stderr.
+fn log_claims(batch: &Batch, pid: u32) {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    for m in &batch.messages {
+        eprintln!("echo_container[{pid}]: claimed {} at {ms}", m.id);
+    }
 }
 
 /// The agent: `echo: <text>` for every chat message of the batch, and a turn counter as the

@@ -17,6 +17,7 @@
 
 use crate::config::{ConfigError, ContainerConfig, CONTAINER_JSON_PATH};
 use crate::error::RuntimeError;
+use crate::freshness::{FreshnessWatch, DEFAULT_FROZEN_VIEW_AFTER};
 use crate::heartbeat;
 use sessionbus_schema::{Clock, SystemClock};
 use sessionbus_store::{
@@ -181,6 +182,7 @@ pub struct Container {
     heartbeat_interval: Duration,
     first_poll: bool,
     stale_claims_cleared: usize,
+    freshness: FreshnessWatch,
 }
 
 impl Container {
@@ -207,6 +209,7 @@ impl Container {
         Ok(Container {
             session,
             config,
+            freshness: FreshnessWatch::new(paths.clone(), Some(DEFAULT_FROZEN_VIEW_AFTER)),
             paths,
             heartbeat_interval: opts.heartbeat_interval,
             first_poll: true,
@@ -229,8 +232,18 @@ impl Container {
         self.stale_claims_cleared
     }
 
+    /// How long inbound.db as this container reads it may stay behind a commit the host
+    /// stamped before [`Container::step`] fails with [`RuntimeError::FrozenView`] (default
+    /// [`DEFAULT_FROZEN_VIEW_AFTER`]; `None` turns the check off). See [`crate::freshness`].
+    pub fn set_frozen_view_after(&mut self, after: Option<Duration>) {
+        self.freshness.set_after(after);
+    }
+
     /// One poll-and-handle step. Returns `Ok(true)` when a batch was handled (poll again
-    /// soon), `Ok(false)` when there was nothing to wake the agent for.
+    /// soon), `Ok(false)` when there was nothing to wake the agent for. Fails with
+    /// [`RuntimeError::FrozenView`] (not retryable) when inbound.db as this container reads it
+    /// has stayed behind the host's stamped commits for too long (see
+    /// [`Container::set_frozen_view_after`]).
     pub fn step<F>(
         &mut self,
         handler: &mut F,
@@ -239,6 +252,10 @@ impl Container {
     where
         F: FnMut(&HandlerContext, &Batch) -> Result<Handled, RuntimeError>,
     {
+        // A frozen view of inbound.db would make every poll below succeed with old rows.
+        if let Some(frozen) = self.freshness.check(Instant::now()) {
+            return Err(RuntimeError::FrozenView(frozen));
+        }
         summary.polls += 1;
         let limit = usize::try_from(self.config.max_messages_per_prompt.get()).unwrap_or(10);
         let batch = self.session.poll(self.first_poll, limit)?;

@@ -36,6 +36,11 @@ pub enum RuntimeError {
         /// The caller's message.
         detail: String,
     },
+    /// The container's view of inbound.db stayed behind a commit the host stamped, for far
+    /// longer than a coherent mount takes to show it: the mount never revalidates cached file
+    /// contents (see [`crate::freshness`]).
+    #[error("{0}")]
+    FrozenView(crate::freshness::FrozenView),
 }
 
 impl RuntimeError {

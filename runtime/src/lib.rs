@@ -7,6 +7,8 @@
 //! - [`gate`]: the host's command gate for chat text starting with `/`;
 //! - [`liveness`]: the host sweep's stuck decision and the retry policy, as pure functions;
 //! - [`heartbeat`]: touching and reading the `.heartbeat` file's mtime;
+//! - [`freshness`]: telling a slow view of inbound.db from a frozen one (a mount that never
+//!   revalidates cached contents), from the host's generation stamp;
 //! - [`skills`]: keeping a group's `.claude-shared/skills/` folder to one symlink per
 //!   selected skill;
 //! - [`container`]: the container's start-up and poll loop (acks, heartbeat while the handler
@@ -20,6 +22,7 @@
 pub mod config;
 pub mod container;
 pub mod error;
+pub mod freshness;
 pub mod gate;
 pub mod heartbeat;
 pub mod host;

@@ -89,8 +89,15 @@ pub(crate) fn write<T>(
     f: impl FnOnce(&mut SqliteConnection) -> Result<T, OpError>,
 ) -> Result<T, StoreError> {
     let mut conn = open_write(file, op)?;
-    conn.immediate_transaction(f)
-        .map_err(|e| e.into_store(file, op))
+    let out = conn
+        .immediate_transaction(f)
+        .map_err(|e| e.into_store(file, op));
+    drop(conn);
+    if out.is_ok() {
+        // After the close: the host's generation stamp for inbound.db (see `stamp`).
+        crate::stamp::after_commit(file);
+    }
+    out
 }
 
 /// Runs read-only `f` on the writer's own file, without a transaction (the container reading

@@ -57,6 +57,7 @@ pub mod outbound_reader;
 pub mod outbound_writer;
 mod rows;
 pub mod session;
+pub mod stamp;
 pub mod validate;
 
 pub use attachments::Attachment;

@@ -116,6 +116,11 @@ pub fn provision(
         now,
         true,
     )?;
+    if inbound.created {
+        // A new inbound.db starts a new change counter: an earlier file's stamps would say
+        // the host wrote changes this file never had (see `stamp`).
+        crate::stamp::clear(&paths.dir).map_err(io_err(&paths.dir, OP))?;
+    }
     let outbound = migrate::migrate(
         &DbFile::new(&paths.outbound, FileKind::Outbound, Role::Host),
         now,
