@@ -686,7 +686,8 @@ impl Driver {
                     return Ok(false);
                 }
                 self.fsize_k += 1;
-                let extra = 4096 * self.rng.range(1, 3);
+                // Just above the file: the next page the file needs is past the limit.
+                let extra = self.rng.range(1, 4095);
                 let args = vec![
                     "writer".into(),
                     "--run".into(),
@@ -710,7 +711,7 @@ impl Driver {
                     .filter(|i| self.healthy(*i) && *i != self.ro_session)
                     .collect();
                 let i = candidates[self.rng.below(candidates.len())];
-                let extra = 4096 * self.rng.range(1, 3);
+                let extra = self.rng.range(1, 4095);
                 std::fs::write(
                     self.layout.control(&format!("s{i}.fsize")),
                     extra.to_string(),
@@ -793,7 +794,7 @@ impl Driver {
     fn disk_full_writer_done(&mut self, code: Option<i32>) {
         match code.map(|c| c as u8) {
             Some(proc::EXIT_DISK_FULL) | Some(proc::EXIT_IO) => {
-                self.rec.count("disk_full");
+                self.rec.count("disk_full_writer");
                 self.log("disk full: the limited writer got a clear error");
             }
             Some(0) => self.log("disk full: the limited writer never hit its limit"),

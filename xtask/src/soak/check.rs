@@ -105,7 +105,7 @@ impl Report {
         format!(
             "soak: seed={} seconds={} sessions={} messages={} answered={} failed={} context={} \
              abandoned={} | faults: kill_container={} kill_host={} kill_writer={} clock_jump={} \
-             hang={} disk_full={} readonly={} garbage={} (in_txn={} retried={} hangs_killed={} \
+             hang={} disk_full={} (writer={} container={}) readonly={} garbage={} (in_txn={} retried={} hangs_killed={} \
              redelivered={}) | lost={} duplicated={} corrupt={} seq_collisions={} \
              parity_breaks={} order_breaks={} unclear_errors={} spurious_kills={} \
              isolation_breaks={} host_crashes={} drain={:.1}s{}",
@@ -122,7 +122,9 @@ impl Report {
             f("kill_writer"),
             f("clock_jump"),
             f("hang"),
-            f("disk_full"),
+            f("disk_full_writer") + f("disk_full_container"),
+            f("disk_full_writer"),
+            f("disk_full_container"),
             f("readonly"),
             f("garbage"),
             self.in_txn,
@@ -347,7 +349,7 @@ pub fn check(layout: &Layout, cfg: &RunConfig, rec: &DriverRecord) -> Report {
                 let code = f.get(3).map_or("?", |s| s);
                 let clear = [EXIT_DISK_FULL.to_string(), EXIT_IO.to_string()];
                 if clear.iter().any(|c| c == code) {
-                    *r.faults.entry("disk_full").or_default() += 1;
+                    *r.faults.entry("disk_full_container").or_default() += 1;
                 } else if code != "signal" && code != "0" {
                     r.unclear += 1;
                     r.problem(format!(

@@ -619,7 +619,10 @@ fn host(run: &Path, incarnation: u32) -> ProcResult {
         Ok(())
     }) {
         if let Err(e) = o.result {
-            let sid = o.session.to_string_lossy().into_owned();
+            let sid = o
+                .session
+                .file_name()
+                .map_or_else(|| "?".into(), |n| n.to_string_lossy().into_owned());
             note_error(&events, &sid, "final sweep", &e);
         }
     }
