@@ -328,7 +328,7 @@ fn a_peer_writing_a_null_key_is_refused_by_the_file() {
     let s = TempSession::new();
     for (path, sql) in [
         (&s.paths.inbound, "INSERT INTO messages_in (id, seq, kind, timestamp, content) VALUES (NULL, 2, 'chat', 'x', '{}')"),
-        (&s.paths.outbound, "INSERT INTO processing_ack (message_id, status, status_changed) VALUES (NULL, 'completed', 'x')"),
+        (&s.paths.outbound, "INSERT INTO messages_out (id, seq, timestamp, kind, content) VALUES (NULL, 1, 'x', 'chat', '{}')"),
     ] {
         let mut conn =
             <diesel::SqliteConnection as diesel::Connection>::establish(path.to_str().unwrap()).unwrap();
