@@ -625,3 +625,80 @@ fn a_panicking_session_step_is_reported_and_the_pass_goes_on() {
     );
     assert!(out[1].result.is_ok());
 }
+
+mod sweeper {
+    use super::*;
+    use sessionbus_runtime::host::{SweepOutcome, Sweeper};
+
+    fn full(o: &SweepOutcome) -> bool {
+        matches!(o, SweepOutcome::Full(_))
+    }
+
+    #[test]
+    fn a_quiet_session_is_skipped_until_either_file_changes() {
+        let s = TempSession::new();
+        let h = s.host();
+        let mut sw = Sweeper::new(SweepOptions::default());
+        let mut ctl = Fake {
+            running: true,
+            ..Fake::default()
+        };
+        sessionbus_runtime::heartbeat::touch_at(&s.paths.heartbeat, s.clock.now()).unwrap();
+        assert!(full(&sw.sweep(&h, &mut ctl, &|_| None).unwrap()));
+        assert_eq!(
+            sw.sweep(&h, &mut ctl, &|_| None).unwrap(),
+            SweepOutcome::Quiet
+        );
+        // A message written by another host process changes inbound.db's change counter.
+        HostSession::open(s.dir())
+            .inbound()
+            .write_message(&message("m", "x").build())
+            .unwrap();
+        assert!(full(&sw.sweep(&h, &mut ctl, &|_| None).unwrap()));
+        // Pending work: never quiet.
+        assert!(full(&sw.sweep(&h, &mut ctl, &|_| None).unwrap()));
+        // The container answers: the next full sweep syncs the ack, then the session is quiet.
+        s.container()
+            .outbound()
+            .ack(&["m".into()], &AckStatus::Completed)
+            .unwrap();
+        let SweepOutcome::Full(r) = sw.sweep(&h, &mut ctl, &|_| None).unwrap() else {
+            panic!("outbound.db changed: expected a full sweep");
+        };
+        assert_eq!(r.acks.completed, vec!["m"]);
+        assert!(
+            full(&sw.sweep(&h, &mut ctl, &|_| None).unwrap()),
+            "our own sync wrote inbound.db"
+        );
+        assert_eq!(
+            sw.sweep(&h, &mut ctl, &|_| None).unwrap(),
+            SweepOutcome::Quiet
+        );
+        // The container stopping is a change too.
+        ctl.running = false;
+        assert!(full(&sw.sweep(&h, &mut ctl, &|_| None).unwrap()));
+    }
+
+    #[test]
+    fn a_quiet_but_hung_container_is_still_killed_by_the_heartbeat_ceiling() {
+        let s = TempSession::new();
+        let h = s.host();
+        let mut sw = Sweeper::new(SweepOptions::default());
+        let mut ctl = Fake {
+            running: true,
+            ..Fake::default()
+        };
+        sessionbus_runtime::heartbeat::touch_at(&s.paths.heartbeat, s.clock.now()).unwrap();
+        assert!(full(&sw.sweep(&h, &mut ctl, &|_| None).unwrap()));
+        assert_eq!(
+            sw.sweep(&h, &mut ctl, &|_| None).unwrap(),
+            SweepOutcome::Quiet
+        );
+        s.clock.advance_secs(31 * 60);
+        let SweepOutcome::Full(r) = sw.sweep(&h, &mut ctl, &|_| None).unwrap() else {
+            panic!("the ceiling passed: expected a full sweep");
+        };
+        assert!(r.killed, "{r:?}");
+        assert_eq!(ctl.kills.len(), 1);
+    }
+}
