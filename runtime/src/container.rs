@@ -309,9 +309,18 @@ impl Container {
             let pause = match self.step(&mut handler, &mut summary) {
                 Ok(true) => self.config.poll_interval_active(),
                 Ok(false) => self.config.poll_interval_idle(),
+                Err(e @ RuntimeError::FrozenView(_)) => break Err(e),
                 Err(e) if e.is_retryable() => {
                     summary.retried_errors += 1;
                     tracing::warn!("retrying after: {e}");
+                    self.config.poll_interval_idle()
+                }
+                // A file error on inbound.db while this view of it is behind the host's stamp:
+                // stale cached pages mixed with fresh ones can look malformed. Retry; the
+                // frozen-view check reports it if the view never catches up.
+                Err(e) if self.lagging_view_symptom(&e) => {
+                    summary.retried_errors += 1;
+                    tracing::warn!("retrying while the view of inbound.db lags the host: {e}");
                     self.config.poll_interval_idle()
                 }
                 Err(e) => break Err(e),
@@ -322,6 +331,14 @@ impl Container {
         result?;
         cleanup?;
         Ok(summary)
+    }
+
+    /// True when `e` is a file error on inbound.db and this container's view of the file is
+    /// behind the host's stamp right now.
+    fn lagging_view_symptom(&self, e: &RuntimeError) -> bool {
+        let on_inbound = matches!(e, RuntimeError::Store(se)
+            if se.as_db().is_some_and(|d| d.at().path == self.paths.inbound));
+        on_inbound && self.freshness.behind_now().is_some()
     }
 
     /// Sleeps up to `d`, waking early on `stop` and touching the heartbeat every interval.

@@ -11,6 +11,11 @@
 //! this container reads. A view that stays behind the same stamp for longer than the
 //! threshold ([`DEFAULT_FROZEN_VIEW_AFTER`]) is reported as [`FrozenView`], with what to fix.
 //!
+//! A stale cache can also make inbound.db look malformed (old pages from the cache mixed with
+//! pages it never held, read fresh). While the view is behind a stamp, the poll loop treats a
+//! failed read of the file as a symptom and retries; if the view never catches up, the frozen
+//! view is what gets reported, not a corrupt file.
+//!
 //! Nothing is reported when there is no stamp (an older host, or no host write yet) or when
 //! the view catches up; durations are measured on this process's monotonic clock, so the
 //! host's and the container's wall clocks need not agree.
@@ -119,6 +124,17 @@ impl FreshnessWatch {
         let newest = stamp::newest_stamp(&self.paths.dir).ok().flatten();
         let seen = stamp::change_counter(&self.paths.inbound).ok().flatten();
         self.observe(now, newest, seen)
+    }
+
+    /// Reads the newest stamp and this container's change counter now and, when the view is
+    /// behind the stamp, returns both (the counter seen, the stamp). Changes nothing: the
+    /// poll loop asks this when a read of inbound.db fails, because a cache that serves some
+    /// pages stale and reads others fresh makes a file look malformed.
+    pub fn behind_now(&self) -> Option<(u32, InboundStamp)> {
+        self.after?;
+        let newest = stamp::newest_stamp(&self.paths.dir).ok().flatten()?;
+        let seen = stamp::change_counter(&self.paths.inbound).ok().flatten()?;
+        counter_behind(seen, newest.change_counter).then_some((seen, newest))
     }
 
     /// The decision, without I/O: `newest` is the newest host stamp, `seen` the change counter

@@ -6,7 +6,9 @@
 //!   migrated once per process), with host and container views on a shared [`ManualClock`];
 //! - [`MemSession`]: the same views over two in-memory databases, for fast unit tests;
 //! - [`message`] / [`reply`]: builders with sensible defaults;
-//! - [`legacy`]: files as the older implementation left them, every generation G0 to G8.
+//! - [`legacy`]: files as the older implementation left them, every generation G0 to G8;
+//! - [`mount`]: a session folder seen through a real FUSE mount (bindfs) in a chosen cache
+//!   mode, for the cross-mount tests.
 //!
 //! ```
 //! use sessionbus_testkit::{message, TempSession};
@@ -22,6 +24,7 @@
 mod builders;
 mod clock;
 pub mod legacy;
+pub mod mount;
 mod session;
 
 pub use builders::{chat_address, message, reply, MessageBuilder};
