@@ -253,6 +253,8 @@ pub struct DriverRecord {
     pub in_txn: u64,
     /// Containers stopped by the hang fault: (pid, when, in real ms).
     pub hung: Vec<(i32, i64)>,
+    /// When the drain woke the hung containers the host had not killed (real ms).
+    pub drain_start_ms: i64,
     /// Real ms of each clock jump.
     pub jumps: Vec<i64>,
     /// The broken session and when it broke (real ms).
@@ -611,6 +613,8 @@ impl Driver {
                     return Ok(false);
                 }
                 let (i, pid) = running[self.rng.below(running.len())];
+                let outbound = self.layout.session(i).join("outbound.db");
+                self.maybe_wait_for_write_lock(pid, &[outbound]);
                 os::kill9(pid);
                 let txn = self.journal_left(i, "outbound.db");
                 self.rec.in_txn += u64::from(txn);
@@ -624,6 +628,14 @@ impl Driver {
                 let Some(mut h) = self.host.take() else {
                     return Ok(false);
                 };
+                let files: Vec<PathBuf> = (0..self.cfg.sessions)
+                    .filter(|i| self.healthy(*i))
+                    .flat_map(|i| {
+                        let dir = self.layout.session(i);
+                        [dir.join("inbound.db"), dir.join("outbound.db")]
+                    })
+                    .collect();
+                self.maybe_wait_for_write_lock(h.id() as i32, &files);
                 let _ = h.kill();
                 let _ = h.wait();
                 let txn = (0..self.cfg.sessions).any(|i| self.journal_left(i, "inbound.db"));
@@ -642,6 +654,8 @@ impl Driver {
                 let Some(mut w) = self.writer.take() else {
                     return Ok(false);
                 };
+                let inbound = self.layout.session(self.shared_session).join("inbound.db");
+                self.maybe_wait_for_write_lock(w.id() as i32, &[inbound]);
                 let _ = w.kill();
                 let _ = w.wait();
                 let txn = self.journal_left(self.shared_session, "inbound.db");
@@ -673,10 +687,35 @@ impl Driver {
                     return Ok(false);
                 }
                 let (i, pid) = running[self.rng.below(running.len())];
+                // Half the time, freeze it while it commits, holding outbound.db's EXCLUSIVE
+                // lock (a VM pause or a disk hanging in fsync): every reader of its file waits.
+                let outbound = self.layout.session(i).join("outbound.db");
+                let mut holding = false;
+                if self.rng.chance(0.5) {
+                    let end = Instant::now() + Duration::from_secs(5);
+                    while Instant::now() < end && !holding {
+                        holding = os::holds_exclusive_lock(pid, &outbound);
+                        if !holding {
+                            std::thread::sleep(Duration::from_micros(200));
+                        }
+                    }
+                }
                 os::signal(pid, libc::SIGSTOP);
+                // It may have released the lock between the look and the stop.
+                holding = holding && os::holds_exclusive_lock(pid, &outbound);
                 self.rec.hung.push((pid, now_ms()));
                 self.rec.count("hang");
-                self.log(&format!("SIGSTOP container of s{i} (pid {pid})"));
+                if holding {
+                    self.rec.count("hang_holding_lock");
+                }
+                self.log(&format!(
+                    "SIGSTOP container of s{i} (pid {pid}){}",
+                    if holding {
+                        " while it holds outbound.db's write lock"
+                    } else {
+                        ""
+                    }
+                ));
                 // Past the heartbeat ceiling: the host's sweep must find it stuck.
                 let delta = self.rng.range_i64(31 * 60_000, 32 * 60_000);
                 self.jump(delta)?;
@@ -777,6 +816,21 @@ impl Driver {
         Ok(true)
     }
 
+    /// Half the time, waits (up to 2 s) until `pid` is inside a write transaction on one of
+    /// `files`, so that the kill that follows leaves a hot journal behind.
+    fn maybe_wait_for_write_lock(&mut self, pid: i32, files: &[PathBuf]) {
+        if !self.rng.chance(0.5) {
+            return;
+        }
+        let end = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < end {
+            if files.iter().any(|f| os::holds_write_lock(pid, f)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
     fn jump(&mut self, delta: i64) -> Result<(), String> {
         self.offset_ms += delta;
         self.max_offset_ms = self.max_offset_ms.max(self.offset_ms);
@@ -832,6 +886,20 @@ impl Driver {
         for i in 0..self.cfg.sessions {
             let _ = std::fs::remove_file(self.layout.control(&format!("s{i}.fsize")));
         }
+        // Hung containers must be found stuck and killed by the host (the clock is past the
+        // heartbeat ceiling): give it time, then wake whatever it missed.
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end
+            && self
+                .rec
+                .hung
+                .iter()
+                .any(|(pid, _)| os::proc_info(*pid).is_some_and(|p| !p.is_zombie()))
+        {
+            self.housekeeping()?;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.rec.drain_start_ms = now_ms();
         for (pid, _) in &self.rec.hung {
             os::signal(*pid, libc::SIGCONT);
         }

@@ -54,6 +54,8 @@ pub struct Report {
     pub retried: u64,
     /// Hung containers the sweep killed as stuck.
     pub hangs_killed: u64,
+    /// Hung containers nobody killed before the drain woke them: the stuck detection missed.
+    pub hangs_missed: u64,
     /// Hand-offs repeated after a crash between hand-off and record.
     pub redelivered: u64,
     /// Committed but unanswered, undelivered or gone.
@@ -76,6 +78,8 @@ pub struct Report {
     pub isolation_breaks: u64,
     /// Host processes that exited without being killed.
     pub host_crashes: u64,
+    /// The read-only fault could be set up here (mount namespaces: root).
+    pub readonly_supported: bool,
     /// The drain settled.
     pub settled: bool,
     /// Drain time.
@@ -95,6 +99,7 @@ impl Report {
             && self.order_breaks == 0
             && self.unclear == 0
             && self.spurious_kills == 0
+            && self.hangs_missed == 0
             && self.isolation_breaks == 0
             && self.host_crashes == 0
     }
@@ -106,9 +111,9 @@ impl Report {
             "soak: seed={} seconds={} sessions={} messages={} answered={} failed={} context={} \
              abandoned={} | faults: kill_container={} kill_host={} kill_writer={} clock_jump={} \
              hang={} disk_full={} (writer={} container={}) readonly={} garbage={} (in_txn={} retried={} hangs_killed={} \
-             redelivered={}) | lost={} duplicated={} corrupt={} seq_collisions={} \
-             parity_breaks={} order_breaks={} unclear_errors={} spurious_kills={} \
-             isolation_breaks={} host_crashes={} drain={:.1}s{}",
+             hang_holding_lock={} redelivered={}) | lost={} duplicated={} corrupt={} \
+             seq_collisions={} parity_breaks={} order_breaks={} unclear_errors={} \
+             spurious_kills={} hangs_missed={} isolation_breaks={} host_crashes={} drain={:.1}s{}",
             self.seed,
             self.seconds,
             self.sessions,
@@ -125,11 +130,16 @@ impl Report {
             f("disk_full_writer") + f("disk_full_container"),
             f("disk_full_writer"),
             f("disk_full_container"),
-            f("readonly"),
+            if self.readonly_supported {
+                f("readonly").to_string()
+            } else {
+                "n/a".to_string()
+            },
             f("garbage"),
             self.in_txn,
             self.retried,
             self.hangs_killed,
+            f("hang_holding_lock"),
             self.redelivered,
             self.lost,
             self.duplicated,
@@ -139,6 +149,7 @@ impl Report {
             self.order_breaks,
             self.unclear,
             self.spurious_kills,
+            self.hangs_missed,
             self.isolation_breaks,
             self.host_crashes,
             self.drain.as_secs_f64(),
@@ -301,6 +312,7 @@ pub fn check(layout: &Layout, cfg: &RunConfig, rec: &DriverRecord) -> Report {
         faults: rec.faults.clone(),
         in_txn: rec.in_txn,
         settled: rec.settled,
+        readonly_supported: rec.readonly_supported,
         drain: rec.drain,
         host_crashes: rec.host_crashes.len() as u64,
         ..Report::default()
@@ -323,6 +335,7 @@ pub fn check(layout: &Layout, cfg: &RunConfig, rec: &DriverRecord) -> Report {
     // Events of the host incarnations and the containers.
     let events = lines(&layout.events, "h");
     let hung: HashSet<i32> = rec.hung.iter().map(|(p, _)| *p).collect();
+    let mut hung_dead: HashSet<i32> = HashSet::new();
     let mut host_errors: BTreeMap<(String, String), String> = BTreeMap::new();
     for (ms, f) in &events {
         match f.first().map(String::as_str) {
@@ -331,10 +344,14 @@ pub fn check(layout: &Layout, cfg: &RunConfig, rec: &DriverRecord) -> Report {
                 let pid: i32 = f.get(2).and_then(|p| p.parse().ok()).unwrap_or(0);
                 if hung.contains(&pid) {
                     r.hangs_killed += 1;
+                    if *ms <= rec.drain_start_ms {
+                        hung_dead.insert(pid);
+                    }
                 } else {
-                    // A clock step past the ceiling kills the containers that have not
-                    // touched their heartbeat since: legitimate for a moment only.
-                    let after_jump = rec.jumps.iter().any(|j| *ms >= *j && *ms - *j < 3_000);
+                    // A clock step kills the containers that have not touched their
+                    // heartbeat since (past the ceiling, or past the claim tolerance with a
+                    // claim older than the last touch): legitimate for a moment only.
+                    let after_jump = rec.jumps.iter().any(|j| *ms >= *j && *ms - *j < 10_000);
                     if !after_jump {
                         r.spurious_kills += 1;
                         r.problem(format!(
@@ -359,6 +376,14 @@ pub fn check(layout: &Layout, cfg: &RunConfig, rec: &DriverRecord) -> Report {
                     ));
                 }
             }
+            Some("orphan_kill") => {
+                // A restarted host stops what its predecessor left running, hung or not.
+                if let Some(pid) = f.get(2).and_then(|p| p.parse().ok()) {
+                    if *ms <= rec.drain_start_ms {
+                        hung_dead.insert(pid);
+                    }
+                }
+            }
             Some("rewrite_mismatch") => {
                 r.duplicated += 1;
                 r.problem(format!(
@@ -374,6 +399,16 @@ pub fn check(layout: &Layout, cfg: &RunConfig, rec: &DriverRecord) -> Report {
                     .or_insert_with(|| f.get(4).cloned().unwrap_or_default());
             }
             _ => {}
+        }
+    }
+
+    for (pid, at) in &rec.hung {
+        if !hung_dead.contains(pid) {
+            r.hangs_missed += 1;
+            r.problem(format!(
+                "container {pid}, hung at {at} with the clock past the heartbeat ceiling, was \
+                 never killed by the host"
+            ));
         }
     }
 

@@ -238,6 +238,45 @@ pub fn child_read_only_file(cmd: &mut Command, file: &Path) -> std::io::Result<(
     Ok(())
 }
 
+/// SQLite's lock bytes: its SHARED range starts here (PENDING_BYTE + 2). A POSIX write lock over
+/// it is SQLite's EXCLUSIVE lock: the holder is committing, and every reader waits.
+const SQLITE_SHARED_FIRST: u64 = 0x4000_0000 + 2;
+
+/// Whether `pid` holds SQLite's EXCLUSIVE lock on `file` right now (from `/proc/locks`).
+pub fn holds_exclusive_lock(pid: i32, file: &Path) -> bool {
+    holds_lock(pid, file, true)
+}
+
+/// Whether `pid` holds any of SQLite's write locks (RESERVED, PENDING or EXCLUSIVE) on `file`
+/// right now: it is inside a write transaction.
+pub fn holds_write_lock(pid: i32, file: &Path) -> bool {
+    holds_lock(pid, file, false)
+}
+
+fn holds_lock(pid: i32, file: &Path, exclusive: bool) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ino) = std::fs::metadata(file).map(|m| m.ino()) else {
+        return false;
+    };
+    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
+        return false;
+    };
+    let pid = pid.to_string();
+    let ino = format!(":{ino}");
+    locks.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // "1: POSIX  ADVISORY  WRITE 2490 fe:00:10183683 1073741824 1073742335"
+        f.len() >= 8
+            && f[1] == "POSIX"
+            && f[3] == "WRITE"
+            && f[4] == pid
+            && f[5].ends_with(&ino)
+            && (!exclusive
+                || (f[6].parse::<u64>().is_ok_and(|a| a <= SQLITE_SHARED_FIRST)
+                    && f[7].parse::<u64>().is_ok_and(|b| b >= SQLITE_SHARED_FIRST)))
+    })
+}
+
 /// Whether `file` sits on a read-only mount, as this process sees it.
 pub fn on_read_only_mount(file: &Path) -> bool {
     let Ok(path) = CString::new(file.as_os_str().as_bytes()) else {

@@ -1,0 +1,115 @@
+//! `cargo xtask soak`, short and with a fixed seed, as the real binary: a host, containers and a
+//! CLI writer as separate processes under every kind of fault, then the ledger checked against
+//! the files. Longer runs are for people (see the README's "Reliability" section).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `xtask <args>`, failing the test after `timeout`; returns the exit code, stdout and
+/// stderr.
+fn xtask(args: &[&str], timeout: Duration) -> (Option<i32>, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the xtask binary");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("xtask {args:?} timed out after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (status.code(), out.join().unwrap(), err.join().unwrap())
+}
+
+/// The `key=value` fields of the summary line.
+fn fields(line: &str) -> HashMap<String, String> {
+    line.split_whitespace()
+        .filter_map(|w| w.trim_matches(['(', ')']).split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_end_matches('s').to_string()))
+        .collect()
+}
+
+#[test]
+fn a_short_fixed_seed_soak_loses_duplicates_and_corrupts_nothing_under_every_fault() {
+    let (code, stdout, stderr) = xtask(
+        &["soak", "--seconds", "20", "--seed", "7"],
+        Duration::from_secs(240),
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("soak: seed=7 "))
+        .unwrap_or_else(|| panic!("no summary line\nstdout:\n{stdout}\nstderr:\n{stderr}"));
+    let f = fields(line);
+    let n = |k: &str| -> u64 {
+        f.get(k)
+            .unwrap_or_else(|| panic!("no {k}= in {line}"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{k} is not a number in {line}"))
+    };
+    assert_eq!(code, Some(0), "{line}\n{stderr}");
+    for k in [
+        "lost",
+        "duplicated",
+        "corrupt",
+        "seq_collisions",
+        "parity_breaks",
+        "order_breaks",
+        "unclear_errors",
+        "spurious_kills",
+        "isolation_breaks",
+        "host_crashes",
+    ] {
+        assert_eq!(n(k), 0, "{k} in {line}\n{stderr}");
+    }
+    // Every kind of fault actually happened.
+    for k in [
+        "kill_container",
+        "kill_host",
+        "kill_writer",
+        "clock_jump",
+        "hang",
+        "disk_full",
+        "garbage",
+    ] {
+        assert!(n(k) > 0, "no {k} fault in {line}");
+    }
+    if f.get("readonly").map(String::as_str) == Some("n/a") {
+        eprintln!("note: read-only mounts are not available here (not root?): {line}");
+    } else {
+        assert!(n("readonly") > 0, "no readonly fault in {line}");
+    }
+    assert!(
+        n("hangs_killed") > 0,
+        "the sweep never killed the hung container: {line}"
+    );
+    assert!(n("messages") > 50, "too little traffic: {line}");
+    assert!(n("answered") > 0, "{line}");
+    assert_eq!(
+        n("messages"),
+        n("answered") + n("failed") + n("context"),
+        "every checked message is answered, failed or context: {line}"
+    );
+}
