@@ -33,6 +33,9 @@ pub struct SyncReport {
     pub failed: Vec<String>,
     /// Recurring tasks fanned out: (finished id, new occurrence id, its seq).
     pub recurrences: Vec<(String, String, Seq)>,
+    /// Messages still pending after this sync (a sweep skips its due count when there are
+    /// none).
+    pub still_pending: usize,
 }
 
 /// The next occurrence of a recurring task, computed by the caller (cron is the caller's).

@@ -45,6 +45,30 @@ impl OutboundReader {
         })
     }
 
+    /// The tool in flight and the claims, in one open (what the stuck decision reads).
+    pub fn liveness(&self) -> Result<(Option<ContainerState>, Vec<Claim>)> {
+        fileio::read(&self.file, "read liveness", |c| {
+            let state = container_state::table
+                .find(1i64)
+                .select(ContainerStateRow::as_select())
+                .get_result(c)
+                .optional()?
+                .map(ContainerState::from);
+            let claims: Vec<(String, String)> = processing_ack::table
+                .filter(processing_ack::status.eq(AckStatus::Processing.as_str()))
+                .select((processing_ack::message_id, processing_ack::status_changed))
+                .load(c)?;
+            let claims = claims
+                .into_iter()
+                .map(|(message_id, at)| Claim {
+                    message_id,
+                    claimed_at: TimeText(at),
+                })
+                .collect();
+            Ok((state, claims))
+        })
+    }
+
     /// Acks for `ids` (primary-key lookups: cost bounded by `ids`).
     pub fn acks(&self, ids: &[String]) -> Result<Vec<Ack>> {
         fileio::read(&self.file, "read acks", |c| Ok(acks_for(c, ids)?))
@@ -85,6 +109,6 @@ impl OutboundReader {
         &self,
         f: impl FnOnce(&mut SqliteConnection) -> QueryResult<T>,
     ) -> Result<T> {
-        fileio::read(&self.file, "raw read", |c| Ok(f(c)?))
+        fileio::read_once(&self.file, "raw read", |c| Ok(f(c)?))
     }
 }

@@ -255,12 +255,19 @@ impl HostSession {
             .filter(|a| matches!(a.status, AckStatus::Completed | AckStatus::Failed))
             .collect();
         if finals.is_empty() {
-            return Ok(SyncReport::default());
+            return Ok(SyncReport {
+                still_pending: pending.len(),
+                ..SyncReport::default()
+            });
         }
         let now = self.clock().now();
-        fileio::write(file, OP, |c| {
+        let mut report = fileio::write(file, OP, |c| {
             iw::apply_final_acks(c, file, &finals, next_occurrence, now)
-        })
+        })?;
+        report.still_pending = pending
+            .len()
+            .saturating_sub(report.completed.len() + report.failed.len());
+        Ok(report)
     }
 
     /// Outbound rows due for delivery: agent replies (`messages_out`) and the host's own

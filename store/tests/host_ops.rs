@@ -168,6 +168,7 @@ fn sync_acks_marks_completed_and_failed_and_leaves_claims() {
         .unwrap();
     let r = h.sync_acks(&|_| None).unwrap();
     assert_eq!(r.completed, vec!["ok"]);
+    assert_eq!(r.still_pending, 1);
     assert_eq!(r.failed, vec!["bad"]);
     assert_eq!(
         h.inbound().message("ok").unwrap().unwrap().status,
@@ -181,8 +182,14 @@ fn sync_acks_marks_completed_and_failed_and_leaves_claims() {
         h.inbound().message("busy").unwrap().unwrap().status,
         MessageStatus::Pending
     );
-    // Idempotent: nothing left to sync.
-    assert_eq!(h.sync_acks(&|_| None).unwrap(), SyncReport::default());
+    // Idempotent: nothing left to sync; the claimed message is still pending.
+    assert_eq!(
+        h.sync_acks(&|_| None).unwrap(),
+        SyncReport {
+            still_pending: 1,
+            ..SyncReport::default()
+        }
+    );
     let claims = h.outbound().claims().unwrap();
     assert_eq!(claims.len(), 1);
     assert_eq!(claims[0].message_id, "busy");

@@ -778,6 +778,35 @@ pub fn run(args: &BenchArgs) -> BenchResult<Report> {
         }
     }
 
+    // 4b. Steady state: a long-lived host's repeated sweeps (the Sweeper skips quiet sessions).
+    if plan.runs_group("sweep") {
+        progress(&format!(
+            "sweep of {} sessions, steady state (Sweeper)",
+            plan.sessions
+        ));
+        let template = disk_sessions.fresh("sweeper-template")?;
+        fixture::add_history(&template, plan.sweep_history)?;
+        let swept = workloads::sweep_sessions(&disk_sessions, &template, plan.sessions)?;
+        let (l, r) = pair(
+            plan.runs,
+            || workloads::sweeper_library(&swept, plan.sweeps),
+            || workloads::sweeper_raw(&swept, plan.sweeps),
+        )?;
+        let to_ms = |f: Figure| Figure::of(f.runs.iter().map(|us| us / 1000.0).collect());
+        workloads.push(workload(
+            format!("sweep.steady.s{}", plan.sessions),
+            "sweep",
+            format!(
+                "sweep of {} idle sessions, steady state (Sweeper, containers running)",
+                plan.sessions
+            ),
+            "ms/sweep",
+            (to_ms(l), to_ms(r)),
+            None,
+            disk_kind,
+        ));
+    }
+
     // 5. Memory.
     let memory = if plan.memory.is_empty() || !plan.runs_group("memory") {
         None

@@ -7,7 +7,9 @@ use super::fixture::{
 };
 use super::raw::RawSession;
 use super::{err, BenchResult};
-use sessionbus_runtime::host::{for_each_session, sweep_session, ContainerControl, SweepOptions};
+use sessionbus_runtime::host::{
+    for_each_session, sweep_session, ContainerControl, SweepOptions, SweepOutcome, Sweeper,
+};
 use sessionbus_runtime::liveness::{self, Claim, KillReason, StuckDecision, ToolInFlight};
 use sessionbus_schema::{Clock, SystemClock, Timestamp};
 use sessionbus_store::{
@@ -378,6 +380,69 @@ pub fn sweep_library(paths: &[SessionPaths], running: bool, sweeps: usize) -> Be
     let cost = per_unit(start, sweeps);
     expect("container actions in an idle sweep", control.actions, 0)?;
     Ok(cost)
+}
+
+/// Steady-state sweeps of a long-lived host through the library's [`Sweeper`], containers
+/// running: after warm-up sweeps found every session quiet, each sweep reads the two files'
+/// change counters and the heartbeat's mtime per session, and opens no database.
+pub fn sweeper_library(paths: &[SessionPaths], sweeps: usize) -> BenchResult<f64> {
+    let hosts: Vec<HostSession> = paths.iter().map(|p| HostSession::open(&p.dir)).collect();
+    let mut control = Control {
+        running: true,
+        actions: 0,
+    };
+    let mut sweeper = Sweeper::new(SweepOptions::default());
+    for _ in 0..2 {
+        for h in &hosts {
+            sweeper.sweep(h, &mut control, &no_next).map_err(err)?;
+        }
+    }
+    let start = Instant::now();
+    for _ in 0..sweeps {
+        for h in &hosts {
+            if let SweepOutcome::Full(_) = sweeper.sweep(h, &mut control, &no_next).map_err(err)? {
+                return Err("an idle session was not recognised as quiet".into());
+            }
+        }
+    }
+    let cost = per_unit(start, sweeps);
+    expect("container actions in an idle sweep", control.actions, 0)?;
+    Ok(cost)
+}
+
+/// [`sweeper_library`] on the raw baseline: the same header reads and heartbeat stat per
+/// session, compared with the values remembered from the warm-up.
+pub fn sweeper_raw(paths: &[SessionPaths], sweeps: usize) -> BenchResult<f64> {
+    let counter = |p: &std::path::Path| -> BenchResult<Option<u32>> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(p).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 28];
+        f.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        Ok(Some(u32::from_be_bytes([
+            buf[24], buf[25], buf[26], buf[27],
+        ])))
+    };
+    let marks: Vec<(Option<u32>, Option<u32>)> = paths
+        .iter()
+        .map(|p| Ok((counter(&p.inbound)?, counter(&p.outbound)?)))
+        .collect::<BenchResult<_>>()?;
+    let start = Instant::now();
+    for _ in 0..sweeps {
+        for (p, mark) in paths.iter().zip(&marks) {
+            let now = SystemClock.now();
+            if (counter(&p.inbound)?, counter(&p.outbound)?) != *mark {
+                return Err("raw: an idle session changed".into());
+            }
+            let beat = std::fs::metadata(&p.heartbeat)
+                .and_then(|m| m.modified())
+                .map_err(|e| e.to_string())?;
+            let beat = Timestamp::from_datetime(beat.into());
+            if now.millis_since(beat) > liveness::heartbeat_limit_ms(None) {
+                return Err("raw: heartbeat ceiling".into());
+            }
+        }
+    }
+    Ok(per_unit(start, sweeps))
 }
 
 /// [`sweep_library`] on the raw baseline: the same reads per session, the same pure stuck
