@@ -276,9 +276,11 @@ impl Container {
                     let sub = Batch { messages };
                     let sub_ids = sub.ids();
                     let handled = self.handle_with_heartbeat(handler, &sub)?;
-                    self.session
-                        .outbound()
-                        .commit(&sub_ids, &handled.status, &handled.replies)?;
+                    retry_commit(|| {
+                        self.session
+                            .outbound()
+                            .commit(&sub_ids, &handled.status, &handled.replies)
+                    })?;
                     summary.batches += 1;
                     let n = sub_ids.len() as u64;
                     if handled.status == AckStatus::Failed {
@@ -405,12 +407,38 @@ impl Container {
         let out = self.session.outbound();
         out.state_delete(&self.config.continuation_key())?;
         let reply = NewOutbound::reply_to(format!("{}-cleared", msg.id), msg, SESSION_CLEARED);
-        out.commit(
-            std::slice::from_ref(&msg.id),
-            &AckStatus::Completed,
-            &[reply],
-        )?;
+        retry_commit(|| {
+            out.commit(
+                std::slice::from_ref(&msg.id),
+                &AckStatus::Completed,
+                std::slice::from_ref(&reply),
+            )
+        })?;
         Ok(())
+    }
+}
+
+/// How long a batch's final commit is retried on retryable errors before the step fails.
+const COMMIT_RETRY_FOR: Duration = Duration::from_secs(5);
+
+/// Runs a batch's final commit (acks and replies, one transaction), retrying retryable errors
+/// for up to [`COMMIT_RETRY_FOR`]. The commit reads inbound.db for the next seq, and across a
+/// mount the host's commit in progress shows there as a hot journal for a while (the host's
+/// locks do not cross it); giving up would leave the batch's `processing` claims behind with
+/// nothing left to complete them, and the handler's work lost. A failed attempt rolled back
+/// entirely, so trying again is safe.
+fn retry_commit<T>(
+    mut commit: impl FnMut() -> Result<T, sessionbus_store::StoreError>,
+) -> Result<T, RuntimeError> {
+    let start = Instant::now();
+    loop {
+        match commit() {
+            Err(e) if e.is_retryable() && start.elapsed() < COMMIT_RETRY_FOR => {
+                tracing::warn!("retrying the batch's commit after: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return Ok(other?),
+        }
     }
 }
 

@@ -64,8 +64,50 @@ pub(crate) fn open_read(file: &DbFile, op: &'static str) -> Result<SqliteConnect
     }
 }
 
-/// Runs `f` on a fresh read-only connection that is closed afterwards.
+/// How often, and how long apart, a read of the other side's file is retried when it failed
+/// the way a commit in progress on the other side of the mount makes it fail.
+const TORN_READ_RETRIES: u32 = 10;
+const TORN_READ_PAUSE: Duration = Duration::from_millis(20);
+
+/// True for the errors a read-only reader gets when the writer commits at the same moment on
+/// the other side of a mount, where the writer's locks are not visible: the pages read mix two
+/// versions of the file (`Corrupt`, `NotADatabase`), or the writer's journal looked hot and the
+/// read-only connection could not roll it back, and the journal was gone by the time the error
+/// was classified (`ReadOnly`; a journal still there is a `HotJournal`, which [`open_read`]
+/// retries on its own and then reports). A read never writes, so a `ReadOnly` here is never a
+/// refused write of the caller's.
+fn torn_read(e: &StoreError) -> bool {
+    matches!(
+        e.as_db(),
+        Some(DbError::Corrupt { .. } | DbError::NotADatabase { .. } | DbError::ReadOnly { .. })
+    )
+}
+
+/// Runs read-only `f` on a fresh read-only connection that is closed afterwards. A read that
+/// fails as a commit in progress across the mount makes it fail (see [`torn_read`]) is run
+/// again on a new connection, a few times, before the error is reported.
 pub(crate) fn read<T>(
+    file: &DbFile,
+    op: &'static str,
+    mut f: impl FnMut(&mut SqliteConnection) -> Result<T, OpError>,
+) -> Result<T, StoreError> {
+    let mut attempt = 0;
+    loop {
+        let result = open_read(file, op)
+            .and_then(|mut conn| f(&mut conn).map_err(|e| e.into_store(file, op)));
+        match result {
+            Err(e) if file.is_file() && torn_read(&e) && attempt < TORN_READ_RETRIES => {
+                attempt += 1;
+                std::thread::sleep(TORN_READ_PAUSE);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Runs `f` once on a fresh read-only connection that is closed afterwards (raw connections
+/// handed to callers: what they run is theirs, so a refused write is reported as it is).
+pub(crate) fn read_once<T>(
     file: &DbFile,
     op: &'static str,
     f: impl FnOnce(&mut SqliteConnection) -> Result<T, OpError>,

@@ -157,7 +157,7 @@ impl InboundReader {
         &self,
         f: impl FnOnce(&mut SqliteConnection) -> QueryResult<T>,
     ) -> Result<T> {
-        fileio::read(&self.file, "raw read", |c| Ok(f(c)?))
+        fileio::read_once(&self.file, "raw read", |c| Ok(f(c)?))
     }
 }
 
