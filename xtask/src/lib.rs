@@ -17,16 +17,19 @@
 //!   against history size, a sweep of many sessions, a container's memory over a long run.
 //! - [`soak`]: a host, containers and a second host-side writer as separate processes under a
 //!   random workload and a fault injector (kill -9, clock jumps, full disk, read-only mount,
-//!   garbage file), then the ledger checked against the files.
+//!   garbage file), then the ledger checked against the files;
+//! - [`mountcheck`]: the host on a session folder and the echo container through a bindfs
+//!   mount of it, per FUSE cache mode: answered once, lost, duplicated, torn, and the latency
+//!   from the host's commit to the container's claim.
 //!
-//! Later commands (soak, mountcheck) are added the same way: a module
-//! here and a variant of [`Command`].
+//! Further commands are added the same way: a module here and a variant of [`Command`].
 #![warn(missing_docs)]
 
 pub mod bench;
 pub mod demo;
 pub mod inspect;
 pub mod migrate;
+pub mod mountcheck;
 pub mod soak;
 
 use std::process::ExitCode;
@@ -63,6 +66,9 @@ pub enum Command {
     /// One process of a soak run (started by `soak`).
     #[command(name = "soak-proc", hide = true)]
     SoakProc(soak::proc::ProcArgs),
+    /// Run the host on a session folder and the echo container through a FUSE mount of it,
+    /// per cache mode; count what was answered once, lost, duplicated or torn.
+    Mountcheck(mountcheck::MountcheckArgs),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -74,5 +80,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Bench(args) => bench::main(&args),
         Command::Soak(args) => soak::main(&args),
         Command::SoakProc(args) => soak::proc::main(&args),
+        Command::Mountcheck(args) => mountcheck::main(&args),
     }
 }
