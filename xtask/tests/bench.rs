@@ -117,8 +117,9 @@ fn quick_json_report_has_every_workload_with_finite_ratios_and_draws_the_chart()
     finite(&report["memory"]["peak_growth"], "memory growth");
 
     let targets = report["targets"].as_array().expect("targets");
-    // A ratio per workload, a growth per idle poll, one per sweep, one for memory.
-    assert_eq!(targets.len(), workloads.len() + 3 + 2 + 1);
+    // A ratio per workload, a growth per idle poll, one per sweep (running, stopped, steady
+    // state), one for memory.
+    assert_eq!(targets.len(), workloads.len() + 3 + 3 + 1);
     assert!(targets.iter().all(|t| t["met"].is_boolean()));
 
     let chart = std::fs::read_to_string(&svg).expect("the chart was written");

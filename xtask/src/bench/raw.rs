@@ -383,6 +383,12 @@ impl RawSession {
     /// `HostSession::sync_acks` (no recurrences): pending ids of the own file, their acks from
     /// outbound.db, then the status updates in one transaction.
     pub fn sync_acks(&self) -> BenchResult<usize> {
+        Ok(self.sync_acks_counted()?.0)
+    }
+
+    /// [`RawSession::sync_acks`], also returning how many messages are still pending (the
+    /// library's `SyncReport::still_pending`).
+    pub fn sync_acks_counted(&self) -> BenchResult<(usize, usize)> {
         let pending: Vec<String> = {
             let c = self.in_writer()?;
             let mut st = c
@@ -396,7 +402,7 @@ impl RawSession {
             v
         };
         if pending.is_empty() {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let acks: Vec<(String, String, String)> = {
             let c = self.out_reader()?;
@@ -425,7 +431,7 @@ impl RawSession {
             .filter(|a| a.1 == "completed" || a.1 == "failed")
             .collect();
         if finals.is_empty() {
-            return Ok(0);
+            return Ok((0, pending.len()));
         }
         let mut c = self.in_writer()?;
         let tx = c
@@ -461,7 +467,7 @@ impl RawSession {
             }
         }
         tx.commit().map_err(err)?;
-        Ok(done)
+        Ok((done, pending.len().saturating_sub(done)))
     }
 
     /// `HostSession::due_outbound`: cursors and host replies from the own file, rows above the
@@ -619,6 +625,36 @@ impl RawSession {
             .collect::<Result<_, _>>()
             .map_err(err)?;
         Ok(v)
+    }
+
+    /// `OutboundReader::liveness`: the tool in flight and the claims in one open.
+    pub fn liveness(&self) -> BenchResult<(Option<ToolRow>, Vec<(String, String)>)> {
+        let c = self.out_reader()?;
+        let tool = c
+            .query_row(
+                "SELECT current_tool, tool_declared_timeout_ms, tool_started_at, updated_at \
+                 FROM container_state WHERE id = ?1 LIMIT 1",
+                [1i64],
+                |r| {
+                    let _updated: String = r.get(3)?;
+                    Ok(ToolRow {
+                        current_tool: r.get(0)?,
+                        declared_timeout_ms: r.get(1)?,
+                        started_at: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(err)?;
+        let mut st = c
+            .prepare("SELECT message_id, status_changed FROM processing_ack WHERE status = ?1")
+            .map_err(err)?;
+        let claims = st
+            .query_map(["processing"], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        Ok((tool, claims))
     }
 
     /// `OutboundReader::container_state`.
