@@ -22,6 +22,9 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+/// `processing` acks as (message id, claimed at).
+pub type ClaimRows = Vec<(String, String)>;
+
 /// Diesel's open flags (`SqliteConnection::establish`): the URI's `mode=` decides the access.
 const FLAGS: OpenFlags = OpenFlags::SQLITE_OPEN_READ_WRITE
     .union(OpenFlags::SQLITE_OPEN_CREATE)
@@ -628,7 +631,7 @@ impl RawSession {
     }
 
     /// `OutboundReader::liveness`: the tool in flight and the claims in one open.
-    pub fn liveness(&self) -> BenchResult<(Option<ToolRow>, Vec<(String, String)>)> {
+    pub fn liveness(&self) -> BenchResult<(Option<ToolRow>, ClaimRows)> {
         let c = self.out_reader()?;
         let tool = c
             .query_row(
