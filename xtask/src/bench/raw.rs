@@ -217,6 +217,12 @@ impl RawSession {
         })
     }
 
+    /// The host's generation stamp after each inbound.db commit, as the library writes it
+    /// (`store::stamp`): required work of the design (frozen-mount detection), not abstraction.
+    fn stamp_inbound(&self) {
+        let _ = sessionbus_store::stamp::stamp(&self.inbound);
+    }
+
     fn check_versions(c: &Connection, known: &[String], write: bool) -> BenchResult<()> {
         let mut st = c
             .prepare("SELECT version FROM __diesel_schema_migrations")
@@ -380,6 +386,7 @@ impl RawSession {
             next += 2;
         }
         tx.commit().map_err(err)?;
+        self.stamp_inbound();
         Ok(seqs)
     }
 
@@ -470,6 +477,7 @@ impl RawSession {
             }
         }
         tx.commit().map_err(err)?;
+        self.stamp_inbound();
         Ok((done, pending.len().saturating_sub(done)))
     }
 
@@ -585,6 +593,7 @@ impl RawSession {
                 }
             }
             tx.commit().map_err(err)?;
+            self.stamp_inbound();
         }
         let now = self.now;
         let mut due: Vec<OutRow> = out_rows
@@ -613,6 +622,7 @@ impl RawSession {
             )
             .map_err(err)?;
         tx.commit().map_err(err)?;
+        self.stamp_inbound();
         Ok(n > 0)
     }
 
