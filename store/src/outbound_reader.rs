@@ -30,42 +30,13 @@ impl OutboundReader {
 
     /// `processing` acks: the messages the container has claimed (through the status index).
     pub fn claims(&self) -> Result<Vec<Claim>> {
-        fileio::read(&self.file, "read claims", |c| {
-            let rows: Vec<(String, String)> = processing_ack::table
-                .filter(processing_ack::status.eq(AckStatus::Processing.as_str()))
-                .select((processing_ack::message_id, processing_ack::status_changed))
-                .load(c)?;
-            Ok(rows
-                .into_iter()
-                .map(|(message_id, at)| Claim {
-                    message_id,
-                    claimed_at: TimeText(at),
-                })
-                .collect())
-        })
+        fileio::read(&self.file, "read claims", |c| Ok(claims_on(c)?))
     }
 
     /// The tool in flight and the claims, in one open (what the stuck decision reads).
     pub fn liveness(&self) -> Result<(Option<ContainerState>, Vec<Claim>)> {
         fileio::read(&self.file, "read liveness", |c| {
-            let state = container_state::table
-                .find(1i64)
-                .select(ContainerStateRow::as_select())
-                .get_result(c)
-                .optional()?
-                .map(ContainerState::from);
-            let claims: Vec<(String, String)> = processing_ack::table
-                .filter(processing_ack::status.eq(AckStatus::Processing.as_str()))
-                .select((processing_ack::message_id, processing_ack::status_changed))
-                .load(c)?;
-            let claims = claims
-                .into_iter()
-                .map(|(message_id, at)| Claim {
-                    message_id,
-                    claimed_at: TimeText(at),
-                })
-                .collect();
-            Ok((state, claims))
+            Ok((container_state_on(c)?, claims_on(c)?))
         })
     }
 
@@ -77,12 +48,7 @@ impl OutboundReader {
     /// The tool in flight, if the row exists.
     pub fn container_state(&self) -> Result<Option<ContainerState>> {
         fileio::read(&self.file, "read container state", |c| {
-            Ok(container_state::table
-                .find(1i64)
-                .select(ContainerStateRow::as_select())
-                .get_result(c)
-                .optional()?
-                .map(ContainerState::from))
+            Ok(container_state_on(c)?)
         })
     }
 
@@ -111,4 +77,29 @@ impl OutboundReader {
     ) -> Result<T> {
         fileio::read_once(&self.file, "raw read", |c| Ok(f(c)?))
     }
+}
+
+/// `processing` acks, through the status index.
+fn claims_on(c: &mut SqliteConnection) -> QueryResult<Vec<Claim>> {
+    let rows: Vec<(String, String)> = processing_ack::table
+        .filter(processing_ack::status.eq(AckStatus::Processing.as_str()))
+        .select((processing_ack::message_id, processing_ack::status_changed))
+        .load(c)?;
+    Ok(rows
+        .into_iter()
+        .map(|(message_id, at)| Claim {
+            message_id,
+            claimed_at: TimeText(at),
+        })
+        .collect())
+}
+
+/// The single `container_state` row, if there is one.
+fn container_state_on(c: &mut SqliteConnection) -> QueryResult<Option<ContainerState>> {
+    Ok(container_state::table
+        .find(1i64)
+        .select(ContainerStateRow::as_select())
+        .get_result(c)
+        .optional()?
+        .map(ContainerState::from))
 }

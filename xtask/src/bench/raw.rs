@@ -627,8 +627,22 @@ impl RawSession {
     }
 
     /// `OutboundReader::claims`.
-    pub fn claims(&self) -> BenchResult<Vec<(String, String)>> {
+    pub fn claims(&self) -> BenchResult<ClaimRows> {
+        Self::claims_on(&self.out_reader()?)
+    }
+
+    /// `OutboundReader::liveness`: the tool in flight and the claims in one open.
+    pub fn liveness(&self) -> BenchResult<(Option<ToolRow>, ClaimRows)> {
         let c = self.out_reader()?;
+        Ok((Self::tool_on(&c)?, Self::claims_on(&c)?))
+    }
+
+    /// `OutboundReader::container_state`.
+    pub fn container_state(&self) -> BenchResult<Option<ToolRow>> {
+        Self::tool_on(&self.out_reader()?)
+    }
+
+    fn claims_on(c: &Connection) -> BenchResult<ClaimRows> {
         let mut st = c
             .prepare("SELECT message_id, status_changed FROM processing_ack WHERE status = ?1")
             .map_err(err)?;
@@ -640,39 +654,7 @@ impl RawSession {
         Ok(v)
     }
 
-    /// `OutboundReader::liveness`: the tool in flight and the claims in one open.
-    pub fn liveness(&self) -> BenchResult<(Option<ToolRow>, ClaimRows)> {
-        let c = self.out_reader()?;
-        let tool = c
-            .query_row(
-                "SELECT current_tool, tool_declared_timeout_ms, tool_started_at, updated_at \
-                 FROM container_state WHERE id = ?1 LIMIT 1",
-                [1i64],
-                |r| {
-                    let _updated: String = r.get(3)?;
-                    Ok(ToolRow {
-                        current_tool: r.get(0)?,
-                        declared_timeout_ms: r.get(1)?,
-                        started_at: r.get(2)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(err)?;
-        let mut st = c
-            .prepare("SELECT message_id, status_changed FROM processing_ack WHERE status = ?1")
-            .map_err(err)?;
-        let claims = st
-            .query_map(["processing"], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(err)?
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
-        Ok((tool, claims))
-    }
-
-    /// `OutboundReader::container_state`.
-    pub fn container_state(&self) -> BenchResult<Option<ToolRow>> {
-        let c = self.out_reader()?;
+    fn tool_on(c: &Connection) -> BenchResult<Option<ToolRow>> {
         c.query_row(
             "SELECT current_tool, tool_declared_timeout_ms, tool_started_at, updated_at \
              FROM container_state WHERE id = ?1 LIMIT 1",
