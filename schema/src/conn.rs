@@ -21,8 +21,17 @@ use std::time::Duration;
 /// Busy timeout used upstream: how long a connection waits for another one's lock.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 
+/// How long the host waits for a lock the container holds on its own file before giving up on
+/// that session for this pass: short, so a container frozen while holding its lock delays the
+/// other sessions of a sweep by this much, not by [`DEFAULT_BUSY_TIMEOUT`].
+pub const UNTRUSTED_BUSY_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// How long one host operation on the container's file may run before SQLite interrupts it
+/// (see [`crate::untrusted`]). A real session's reads take well under a millisecond.
+pub const UNTRUSTED_BUDGET: Duration = Duration::from_millis(500);
+
 /// Characters kept as they are in a `file:` URI path; everything else is percent-encoded.
-const URI_PATH: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const URI_PATH: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'/')
     .remove(b'-')
     .remove(b'_')
@@ -46,7 +55,9 @@ pub struct DbFile {
     display: PathBuf,
     kind: FileKind,
     role: Role,
-    busy_timeout: Duration,
+    /// `None`: the default for this role and file ([`DbFile::busy_timeout`]).
+    busy_timeout: Option<Duration>,
+    budget: Duration,
 }
 
 /// What opening a writer found and changed.
@@ -84,13 +95,18 @@ pub fn sniff_header(path: &Path) -> std::io::Result<FileHeader> {
             k => n += k,
         }
     }
-    Ok(match n {
+    Ok(classify_header(&buf, n))
+}
+
+/// What the first `n` bytes of a file (`buf` holds at least 20 when `n` is 20) say it is.
+pub(crate) fn classify_header(buf: &[u8; 20], n: usize) -> FileHeader {
+    match n {
         0 => FileHeader::Empty,
-        20 if &buf[..16] == b"SQLite format 3\0" => FileHeader::Sqlite {
+        20 if buf.starts_with(b"SQLite format 3\0") => FileHeader::Sqlite {
             wal: buf[18] == 2 || buf[19] == 2,
         },
         _ => FileHeader::NotSqlite,
-    })
+    }
 }
 
 #[derive(QueryableByName)]
@@ -115,7 +131,8 @@ impl DbFile {
             location: Location::File(path),
             kind,
             role,
-            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            busy_timeout: None,
+            budget: UNTRUSTED_BUDGET,
         }
     }
 
@@ -137,14 +154,44 @@ impl DbFile {
             location: Location::MemDb(clean),
             kind,
             role,
-            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            busy_timeout: None,
+            budget: UNTRUSTED_BUDGET,
         }
     }
 
     /// The same file with another busy timeout.
     pub fn with_busy_timeout(mut self, timeout: Duration) -> Self {
-        self.busy_timeout = timeout;
+        self.busy_timeout = Some(timeout);
         self
+    }
+
+    /// The same file with another time budget per operation (only the host's reads of the
+    /// container's file have one; see [`crate::untrusted`]).
+    pub fn with_budget(mut self, budget: Duration) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// How long a connection waits for another one's lock: [`UNTRUSTED_BUSY_TIMEOUT`] for the
+    /// host reading the container's file, [`DEFAULT_BUSY_TIMEOUT`] otherwise, unless set.
+    pub fn busy_timeout(&self) -> Duration {
+        self.busy_timeout.unwrap_or(if self.is_untrusted() {
+            UNTRUSTED_BUSY_TIMEOUT
+        } else {
+            DEFAULT_BUSY_TIMEOUT
+        })
+    }
+
+    /// The time budget of one operation on the container's file.
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    /// Whether this is the host's view of the container's file (`outbound.db` opened by the
+    /// host): written by a party the host does not trust, so opened only through
+    /// [`crate::untrusted`] and never for writing.
+    pub fn is_untrusted(&self) -> bool {
+        self.role == Role::Host && self.kind == FileKind::Outbound && self.is_file()
     }
 
     /// The same file, opened by another role.
@@ -170,7 +217,7 @@ impl DbFile {
 
     /// The busy timeout in milliseconds.
     pub fn busy_timeout_ms(&self) -> u64 {
-        u64::try_from(self.busy_timeout.as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.busy_timeout().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Whether this is a real file (not an in-memory fixture).
@@ -185,7 +232,15 @@ impl DbFile {
 
     /// Classifies a diesel error from operation `op` on this file.
     pub fn err(&self, op: &'static str, e: diesel::result::Error) -> DbError {
-        DbError::from_diesel(self.at(op), e, self.busy_timeout_ms())
+        DbError::from_diesel(self.at(op), e, self.limits())
+    }
+
+    /// The waits and budgets that classify an error of this file.
+    pub(crate) fn limits(&self) -> crate::error::Limits {
+        crate::error::Limits {
+            busy_timeout_ms: self.busy_timeout_ms(),
+            budget_ms: u64::try_from(self.budget.as_millis()).unwrap_or(u64::MAX),
+        }
     }
 
     /// Opens the file as its writer; the file must exist.
@@ -200,6 +255,12 @@ impl DbFile {
         op: &'static str,
         create: bool,
     ) -> Result<(SqliteConnection, WriterOpenInfo), DbError> {
+        if self.role == Role::Host && self.kind == FileKind::Outbound {
+            return Err(DbError::NotPermitted {
+                at: self.at(op),
+                detail: "the host never writes the container's file".into(),
+            });
+        }
         let mut info = WriterOpenInfo::default();
         let uri = match &self.location {
             Location::File(path) => {
@@ -255,6 +316,9 @@ impl DbFile {
     /// Opens the file read-only: SQLite refuses every write through this connection, and a
     /// WAL-mode file is refused with [`DbError::WalMode`]. Creates nothing next to the file.
     pub fn open_reader(&self, op: &'static str) -> Result<SqliteConnection, DbError> {
+        if self.is_untrusted() {
+            return self.open_untrusted(op, false);
+        }
         let uri = match &self.location {
             Location::File(path) => {
                 match self.check_path(op, path)? {
@@ -305,6 +369,9 @@ impl DbFile {
     /// WAL or journal next to it. Only for inspecting a file that a reader must not open
     /// normally (a WAL-mode file during a dry run): it never creates or changes anything.
     pub fn open_snapshot(&self, op: &'static str) -> Result<SqliteConnection, DbError> {
+        if self.is_untrusted() {
+            return self.open_untrusted(op, true);
+        }
         let uri = match &self.location {
             Location::File(path) => {
                 if self.check_path(op, path)?.is_none() {
@@ -322,6 +389,32 @@ impl DbFile {
         let mut conn = self.establish(op, &uri)?;
         self.pragma(&mut conn, op, "PRAGMA query_only = ON")?;
         Ok(conn)
+    }
+
+    /// The host's hardened, read-only connection to the container's file (see
+    /// [`crate::untrusted`]), its schema checked against what the host reads.
+    fn open_untrusted(
+        &self,
+        op: &'static str,
+        immutable: bool,
+    ) -> Result<SqliteConnection, DbError> {
+        let Location::File(path) = &self.location else {
+            return Err(DbError::NotPermitted {
+                at: self.at(op),
+                detail: "an untrusted file must be a real file".into(),
+            });
+        };
+        crate::untrusted::open(
+            crate::untrusted::OpenUntrusted {
+                path,
+                budget: self.budget,
+                busy_timeout: self.busy_timeout(),
+                immutable,
+                tables: crate::untrusted::HOST_READS_OUTBOUND,
+            },
+            &|| self.at(op),
+            &|e| self.err(op, e),
+        )
     }
 
     /// Refuses symlinks and non-files, and tells a missing file (`None`) from a header.
@@ -364,7 +457,7 @@ impl DbFile {
     fn establish(&self, op: &'static str, uri: &str) -> Result<SqliteConnection, DbError> {
         SqliteConnection::establish(uri).map_err(|source| {
             let text = source.to_string();
-            match crate::error::classify_message(self.at(op), &text, self.busy_timeout_ms()) {
+            match crate::error::classify_message(self.at(op), &text, self.limits()) {
                 Some(typed) => typed,
                 None => DbError::Open {
                     at: self.at(op),

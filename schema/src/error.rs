@@ -177,6 +177,43 @@ pub enum DbError {
         /// The harness's message.
         detail: String,
     },
+    /// A limit that bounds what one host operation may cost was reached on a file the
+    /// container wrote: a value longer than the limit, a file too large, too many entries.
+    /// Nothing past the limit was loaded.
+    #[error("{at}: over a limit for what the host reads from the container: {detail}")]
+    LimitExceeded {
+        /// Where.
+        at: At,
+        /// Which limit, and by how much.
+        detail: String,
+    },
+    /// The operation ran past its time budget and SQLite interrupted it (only operations on a
+    /// file the container wrote have one).
+    #[error("{at}: interrupted after its time budget of {budget_ms} ms")]
+    OverBudget {
+        /// Where.
+        at: At,
+        /// The budget it exceeded.
+        budget_ms: u64,
+    },
+    /// The container's file has a schema the host refuses to read (a view, a virtual table, a
+    /// generated column, a missing table): it is never queried further.
+    #[error("{at}: refusing the file's schema: {detail}")]
+    RefusedSchema {
+        /// Where.
+        at: At,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The operation is not one this role may do to this file (the host writing the
+    /// container's file, say).
+    #[error("{at}: not permitted: {detail}")]
+    NotPermitted {
+        /// Where.
+        at: At,
+        /// Why.
+        detail: String,
+    },
     /// A file-system operation failed.
     #[error("{at}: {source}")]
     Io {
@@ -225,6 +262,10 @@ impl DbError {
             | DbError::WrongFile { at, .. }
             | DbError::UnrecognisedShape { at, .. }
             | DbError::Migration { at, .. }
+            | DbError::LimitExceeded { at, .. }
+            | DbError::OverBudget { at, .. }
+            | DbError::RefusedSchema { at, .. }
+            | DbError::NotPermitted { at, .. }
             | DbError::Io { at, .. }
             | DbError::Open { at, .. }
             | DbError::Query { at, .. } => at,
@@ -239,13 +280,13 @@ impl DbError {
 
     /// Classifies a diesel error from an operation on `at`, turning SQLite's messages into
     /// the typed variants.
-    pub fn from_diesel(at: At, source: diesel::result::Error, busy_timeout_ms: u64) -> Self {
+    pub fn from_diesel(at: At, source: diesel::result::Error, limits: Limits) -> Self {
         use diesel::result::Error as E;
         let msg = match &source {
             E::DatabaseError(_, info) => info.message().to_owned(),
             _ => return DbError::Query { at, source },
         };
-        match classify_message(at.clone(), &msg, busy_timeout_ms) {
+        match classify_message(at.clone(), &msg, limits) {
             Some(typed) => typed,
             None => DbError::Query { at, source },
         }
@@ -254,15 +295,33 @@ impl DbError {
 
 /// Maps one of SQLite's error messages to a typed error, or `None` when it is not one of the
 /// conditions callers act on.
-pub(crate) fn classify_message(at: At, msg: &str, busy_timeout_ms: u64) -> Option<DbError> {
+/// The waits and budgets in force on a connection, for the errors that name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The busy timeout, in milliseconds.
+    pub busy_timeout_ms: u64,
+    /// The operation's time budget, in milliseconds.
+    pub budget_ms: u64,
+}
+
+pub(crate) fn classify_message(at: At, msg: &str, limits: Limits) -> Option<DbError> {
     let m = msg.to_ascii_lowercase();
     let detail = msg.to_owned();
     Some(
         if m.contains("database is locked") || m.contains("database table is locked") {
             DbError::Locked {
                 at,
-                timeout_ms: busy_timeout_ms,
+                timeout_ms: limits.busy_timeout_ms,
             }
+        } else if m == "interrupted" {
+            DbError::OverBudget {
+                at,
+                budget_ms: limits.budget_ms,
+            }
+        } else if m.contains("string or blob too big") || m.contains("out of memory") {
+            DbError::LimitExceeded { at, detail }
+        } else if m.contains("prohibited") || m.contains("unsafe use of") {
+            DbError::RefusedSchema { at, detail }
         } else if m.contains("file is not a database") {
             DbError::NotADatabase { at, detail }
         } else if m.contains("malformed") || m.contains("corrupt") {

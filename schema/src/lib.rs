@@ -35,6 +35,7 @@ pub mod migrate;
 pub mod outbound;
 pub mod time;
 pub mod types;
+pub mod untrusted;
 
 pub use conn::DbFile;
 pub use error::{At, DbError};

@@ -565,12 +565,20 @@ pub fn inspect(
 
 /// Checks, through any handle (read-only is enough) and without writing, that the file's
 /// schema is recent enough for `access`. The error says what the operator should run.
+///
+/// The host's view of the container's file ([`DbFile::is_untrusted`]) passes at once: its
+/// migrations table is the container's to forge, and the container may be the older
+/// implementation, which keeps every legacy generation. Its schema was already checked
+/// structurally when the connection was opened (see [`crate::untrusted::shape`]).
 pub fn check_schema(
     conn: &mut SqliteConnection,
     file: &DbFile,
     access: Access,
     op: &'static str,
 ) -> Result<(), DbError> {
+    if file.is_untrusted() {
+        return Ok(());
+    }
     let applied = match applied_versions(conn) {
         Ok(v) => v,
         Err(e) => {
@@ -710,11 +718,9 @@ pub fn migrate(file: &DbFile, now: Timestamp, create: bool) -> Result<MigrationO
 }
 
 fn migration_error(file: &DbFile, op: &'static str, msg: &str) -> DbError {
-    classify_message(file.at(op), msg, file.busy_timeout_ms()).unwrap_or_else(|| {
-        DbError::Migration {
-            at: file.at(op),
-            detail: msg.to_string(),
-        }
+    classify_message(file.at(op), msg, file.limits()).unwrap_or_else(|| DbError::Migration {
+        at: file.at(op),
+        detail: msg.to_string(),
     })
 }
 

@@ -23,6 +23,7 @@
 
 mod builders;
 mod clock;
+pub mod hostile;
 pub mod legacy;
 pub mod mount;
 mod session;
