@@ -274,7 +274,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         if let Some(&n) = kills.last() {
             if printer.delivered >= n && !answered(&printer) {
                 // Kill mid-conversation: once the container holds a claim.
-                let claimed = host.outbound().claims().map(|c| !c.is_empty());
+                let claimed = host.pending_claims().map(|c| !c.is_empty());
                 if matches!(claimed, Ok(true)) && control.pid().is_some() {
                     kills.pop();
                     let pid = control.kill_now(&format!(
@@ -326,19 +326,16 @@ fn log_sweep(r: &SweepReport, control: &ChildControl) {
             eprintln!("host: sweep killed container pid {pid}: {why}");
         }
     }
-    if r.recovered_hot_journal {
-        eprintln!("host: sweep rolled back a hot journal the dead container left in outbound.db");
-    }
     for id in &r.retried {
         eprintln!("host: sweep retried the claim of {id} (the container died holding it)");
     }
     for id in &r.failed {
         eprintln!("host: sweep marked {id} failed after its last try");
     }
-    if r.orphan_claims_deleted > 0 {
+    if r.claims_settled > 0 {
         eprintln!(
-            "host: sweep deleted {} orphan claim(s)",
-            r.orphan_claims_deleted
+            "host: sweep settled {} claim(s) of the stopped container",
+            r.claims_settled
         );
     }
     if r.woke {

@@ -126,9 +126,11 @@ fn touch_system(path: &Path, when: SystemTime) -> Result<Touched, HeartbeatError
     )))
 }
 
-/// The heartbeat file's mtime; `None` when the file (or its folder) does not exist.
+/// The heartbeat file's mtime; `None` when the file (or its folder) does not exist. The name
+/// is in the container's folder: it is never followed (a link's own mtime is read) nor opened
+/// (a FIFO there cannot block).
 pub fn mtime(path: &Path) -> Result<Option<Timestamp>, HeartbeatError> {
-    let meta = match std::fs::metadata(path) {
+    let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(path, "read mtime of")(e)),

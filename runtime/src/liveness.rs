@@ -17,8 +17,11 @@
 //! - "older than" is strict: an age exactly at the limit is healthy;
 //! - only a tool named exactly `Bash` extends the limits; a declared timeout on any other tool
 //!   is ignored, as is a negative one; the tool's start time does not enter the rule;
-//! - clock skew: a heartbeat in the future has a negative age (healthy for the ceiling) and is
-//!   "after" every claim made before it; a claim in the future has a negative age (never stuck);
+//! - clock skew: a heartbeat up to [`MAX_HEARTBEAT_SKEW_MS`] in the future counts as `now`;
+//!   further ahead kills ([`KillReason::HeartbeatInFuture`]: the container sets the mtime, and
+//!   one dated years ahead would otherwise keep a hung container below the ceiling forever); a
+//!   claim in the future has a negative age (never stuck until time catches up);
+//! - a declared `Bash` timeout counts at most [`MAX_DECLARED_TIMEOUT_MS`];
 //! - when the ceiling and a claim both trip, the ceiling is reported.
 //!
 //! **Retry** ([`RetryPolicy::next_retry`], [`should_bump`]): a claimed message still pending
@@ -39,6 +42,14 @@ pub const CLAIM_TOLERANCE_MS: i64 = 60 * 1000;
 /// The name of the only tool whose declared timeout extends the limits.
 pub const BASH_TOOL: &str = "Bash";
 
+/// How far ahead of the host's clock a heartbeat may be and still count (as now): five minutes
+/// of clock skew between a VM and its host. Further ahead kills the container.
+pub const MAX_HEARTBEAT_SKEW_MS: i64 = 5 * 60 * 1000;
+
+/// The longest tool timeout a container may declare (two hours): a longer declaration counts
+/// as this, so no declaration makes a hung container unkillable.
+pub const MAX_DECLARED_TIMEOUT_MS: i64 = 2 * 60 * 60 * 1000;
+
 /// The longest backoff [`RetryPolicy::next_retry`] ever schedules (one day). The default policy
 /// never gets near it (its longest is 80 s); it bounds custom policies, where `base x 2^tries`
 /// would otherwise overflow.
@@ -56,10 +67,13 @@ pub struct ToolInFlight {
 }
 
 impl ToolInFlight {
-    /// The declared timeout if this is a `Bash` call with a positive one; `None` otherwise.
+    /// The declared timeout if this is a `Bash` call with a positive one, capped at
+    /// [`MAX_DECLARED_TIMEOUT_MS`]; `None` otherwise.
     pub fn bash_timeout_ms(&self) -> Option<i64> {
         if self.name == BASH_TOOL {
-            self.declared_timeout_ms.filter(|t| *t > 0)
+            self.declared_timeout_ms
+                .filter(|t| *t > 0)
+                .map(|t| t.min(MAX_DECLARED_TIMEOUT_MS))
         } else {
             None
         }
@@ -98,6 +112,12 @@ pub enum KillReason {
         /// The limit it exceeded ([`heartbeat_limit_ms`]).
         limit_ms: i64,
     },
+    /// The heartbeat's mtime is further in the future than clock skew explains
+    /// ([`MAX_HEARTBEAT_SKEW_MS`]): no live container writes that.
+    HeartbeatInFuture {
+        /// How far ahead of now, in milliseconds.
+        ahead_ms: i64,
+    },
     /// A claim is older than the tolerance and no heartbeat came after it.
     ClaimStuck {
         /// The claimed message.
@@ -118,6 +138,10 @@ impl fmt::Display for KillReason {
                     "heartbeat is {age_ms} ms old, over the {limit_ms} ms ceiling"
                 )
             }
+            KillReason::HeartbeatInFuture { ahead_ms } => write!(
+                f,
+                "heartbeat is {ahead_ms} ms in the future, more than clock skew explains"
+            ),
             KillReason::ClaimStuck {
                 message_id,
                 claim_age_ms,
@@ -154,6 +178,18 @@ pub fn decide(
     tool: Option<&ToolInFlight>,
     claims: &[Claim],
 ) -> StuckDecision {
+    // The container sets the heartbeat's mtime. Slightly ahead (clock skew between a VM and
+    // its host) counts as now; far ahead is no heartbeat a live container writes, and would
+    // keep a hung one below the ceiling forever.
+    if let Some(ahead_ms) = heartbeat
+        .map(|hb| hb.millis_since(now))
+        .filter(|ahead| *ahead > MAX_HEARTBEAT_SKEW_MS)
+    {
+        return StuckDecision::Kill {
+            reason: KillReason::HeartbeatInFuture { ahead_ms },
+        };
+    }
+    let heartbeat = heartbeat.map(|hb| hb.min(now));
     if let Some(hb) = heartbeat {
         let age_ms = now.millis_since(hb);
         let limit_ms = heartbeat_limit_ms(tool);

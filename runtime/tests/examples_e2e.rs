@@ -239,7 +239,7 @@ fn every_message_is_answered_exactly_once_and_in_order() {
     }
     assert!(h.inbound().message("t-2").unwrap().is_none(), "filtered");
     assert!(h.inbound().message("t-3").unwrap().is_none(), "denied");
-    assert!(h.outbound().claims().unwrap().is_empty());
+    assert!(h.pending_claims().unwrap().is_empty());
 
     // A second run on the same session, as an admin: /clear passes and resets the
     // conversation; the reply ids never collide with the first run's.
@@ -343,13 +343,14 @@ fn kill_9_at_seeded_random_points_loses_and_duplicates_nothing() {
         let rows = h
             .outbound()
             .messages_after(sessionbus_schema::Seq(0), 1000)
-            .unwrap();
+            .unwrap()
+            .rows;
         assert_eq!(rows.len(), N, "{ctx}");
         for i in 1..=N {
             let m = h.inbound().message(&format!("k-{i}")).unwrap().unwrap();
             assert_eq!(m.status, MessageStatus::Completed, "k-{i}; {ctx}");
         }
-        assert!(h.outbound().claims().unwrap().is_empty(), "{ctx}");
+        assert!(h.pending_claims().unwrap().is_empty(), "{ctx}");
     }
 }
 
@@ -446,7 +447,7 @@ fn the_heartbeat_drives_the_stuck_decision_end_to_end_on_a_manual_clock() {
     ctl.start(&paths).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let claim = loop {
-        if let Some(c) = real_host.outbound().claims().unwrap().into_iter().next() {
+        if let Some(c) = real_host.pending_claims().unwrap().into_iter().next() {
             break c;
         }
         assert!(Instant::now() < deadline, "the container never claimed m");
@@ -504,7 +505,7 @@ fn the_heartbeat_drives_the_stuck_decision_end_to_end_on_a_manual_clock() {
     let r = sweep_session(&host, &mut ctl, &|_| None, opts).unwrap();
     assert!(r.killed, "{r:?}");
     assert_eq!(r.retried, ["m"]);
-    assert_eq!(r.orphan_claims_deleted, 1);
+    assert_eq!(r.claims_settled, 1);
     assert_eq!(ctl.kills, 1);
     assert!(!ctl.is_running(&paths));
     let m = host.inbound().message("m").unwrap().unwrap();
@@ -512,5 +513,7 @@ fn the_heartbeat_drives_the_stuck_decision_end_to_end_on_a_manual_clock() {
     assert_eq!(m.tries, 1);
     let due = m.process_after.and_then(|t| t.instant()).unwrap();
     assert!(due > clock.now(), "retried with a backoff");
-    assert!(host.outbound().claims().unwrap().is_empty());
+    // The claim stays in the dead container's file, settled in the host's.
+    let records = host.inbound().claim_records().unwrap();
+    assert!(records.iter().all(|r| r.settled) && !records.is_empty(), "{records:?}");
 }

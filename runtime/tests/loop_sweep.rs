@@ -207,7 +207,7 @@ fn run_stops_on_request_and_leaves_no_processing_ack() {
         })
         .unwrap();
     assert_eq!(summary.completed, 1);
-    assert!(s.host().outbound().claims().unwrap().is_empty());
+    assert!(s.host().pending_claims().unwrap().is_empty());
     assert_eq!(texts(&s.host()).len(), 1);
 }
 
@@ -288,7 +288,7 @@ impl ContainerControl for Fake {
 }
 
 #[test]
-fn sweep_kills_a_stuck_container_retries_its_claim_and_clears_orphans() {
+fn sweep_kills_a_stuck_container_and_settles_its_claim_in_the_host_file() {
     let s = TempSession::new();
     let h = s.host();
     h.inbound()
@@ -313,14 +313,18 @@ fn sweep_kills_a_stuck_container_retries_its_claim_and_clears_orphans() {
     assert!(r.killed, "{r:?}");
     assert!(ctl.kills[0].contains("message m"), "{:?}", ctl.kills);
     assert_eq!(r.retried, vec!["m"]);
-    assert_eq!(r.orphan_claims_deleted, 1);
+    assert_eq!(r.claims_settled, 1);
     let m = h.inbound().message("m").unwrap().unwrap();
     assert_eq!(m.tries, 1);
     assert_eq!(
         m.process_after.unwrap().instant(),
         Some(s.clock.now().plus_millis(5000))
     );
-    assert!(h.outbound().claims().unwrap().is_empty());
+    // The claim stays in the container's file (the host never writes it), settled in the
+    // host's: it is not counted again, and it does not get the next container killed.
+    assert_eq!(h.pending_claims().unwrap().len(), 1);
+    let records = h.inbound().claim_records().unwrap();
+    assert!(records.len() == 1 && records[0].settled, "{records:?}");
     // Not bumped again while its retry is in the future.
     c.outbound()
         .ack(&["m".into()], &AckStatus::Processing)
@@ -328,6 +332,13 @@ fn sweep_kills_a_stuck_container_retries_its_claim_and_clears_orphans() {
     let r = sweep_session(&h, &mut ctl, &|_| None, SweepOptions::default()).unwrap();
     assert!(r.retried.is_empty());
     assert_eq!(h.inbound().message("m").unwrap().unwrap().tries, 1);
+    // A new container runs with the old claim still in the file: not killed for it.
+    ctl.running = true;
+    s.clock.advance_secs(600);
+    sessionbus_runtime::heartbeat::touch_at(&s.paths.heartbeat, s.clock.now()).unwrap();
+    let r = sweep_session(&h, &mut ctl, &|_| None, SweepOptions::default()).unwrap();
+    assert_eq!(r.decision, Some(StuckDecision::Healthy), "{r:?}");
+    assert_eq!(r.claims_settled, 0);
 }
 
 #[test]
@@ -521,10 +532,12 @@ fn one_broken_session_does_not_stall_ten_healthy_ones() {
     );
 }
 
-/// Field item 1: a container killed inside a transaction leaves outbound.db-journal; once the
-/// host knows the container is stopped, the sweep recovers the file and carries on.
+/// Field item 1: a container killed inside a transaction leaves outbound.db-journal. The host
+/// never rolls it back (a rollback runs what the journal says, and the journal is the
+/// container's); it reports the file unreadable and wakes the next container, which rolls it
+/// back as its file's writer.
 #[test]
-fn sweep_recovers_a_hot_outbound_journal_once_the_container_is_stopped() {
+fn a_hot_outbound_journal_is_left_to_the_next_container() {
     let s = TempSession::new();
     let h = s.host();
     h.inbound()
@@ -535,13 +548,19 @@ fn sweep_recovers_a_hot_outbound_journal_once_the_container_is_stopped() {
         .ack(&["m".into()], &AckStatus::Processing)
         .unwrap();
     leave_hot_journal(&s.paths.outbound);
-    let err = h.outbound().claims().unwrap_err();
+    let err = h.pending_claims().unwrap_err();
     assert!(err.is_retryable(), "{err}");
     let mut ctl = Fake::default();
     let r = sweep_session(&h, &mut ctl, &|_| None, SweepOptions::default()).unwrap();
-    assert!(r.recovered_hot_journal);
-    assert_eq!(r.retried, vec!["m"]);
-    assert!(h.outbound().claims().unwrap().is_empty());
+    assert!(r.outbound_unreadable.is_some(), "{r:?}");
+    assert!(r.woke, "a due message wakes the container that will repair the file");
+    assert!(
+        sessionbus_schema::error::hot_journal(&s.paths.outbound).is_some(),
+        "the host left the journal alone"
+    );
+    s.container().start().unwrap();
+    assert!(sessionbus_schema::error::hot_journal(&s.paths.outbound).is_none());
+    assert!(h.pending_claims().unwrap().is_empty());
 }
 
 /// Leaves a real hot journal: a child process writes inside a transaction with a tiny page

@@ -28,7 +28,7 @@ pub const UNTRUSTED_BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// How long one host operation on the container's file may run before SQLite interrupts it
 /// (see [`crate::untrusted`]). A real session's reads take well under a millisecond.
-pub const UNTRUSTED_BUDGET: Duration = Duration::from_millis(500);
+pub const UNTRUSTED_BUDGET: Duration = Duration::from_millis(200);
 
 /// Characters kept as they are in a `file:` URI path; everything else is percent-encoded.
 pub(crate) const URI_PATH: &AsciiSet = &NON_ALPHANUMERIC

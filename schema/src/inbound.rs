@@ -137,6 +137,34 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Claims (`processing` acks) the host saw in outbound.db, and whether it settled them.
+    claim_records (message_id, claimed_at) {
+        /// The claimed `messages_in.id`.
+        message_id -> Text,
+        /// The claim's `status_changed`, as the container wrote it.
+        claimed_at -> Text,
+        /// When the host first saw it (SQLite `datetime('now')` format with milliseconds).
+        seen_at -> Text,
+        /// When the host settled it (counted the try), if it has.
+        settled_at -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// Outbound rows read but not due yet, which the delivery cursor has passed.
+    held_outbound (source, seq) {
+        /// `container` (messages_out) or `host` (host_replies).
+        source -> Text,
+        /// The row's seq.
+        seq -> BigInt,
+        /// The row's id.
+        message_out_id -> Text,
+        /// `deliver_after` in Unix milliseconds.
+        deliver_after_ms -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     messages_in,
     delivered,
@@ -145,4 +173,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     host_replies,
     delivery_attempts,
     host_cursor,
+    claim_records,
+    held_outbound,
 );

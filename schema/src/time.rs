@@ -27,6 +27,9 @@ const SQLITE_FORMATS: &[&str] = &[
 ];
 
 impl Timestamp {
+    /// The Unix epoch, 1970-01-01T00:00:00Z.
+    pub const EPOCH: Timestamp = Timestamp(DateTime::UNIX_EPOCH);
+
     /// Wraps a chrono instant.
     pub fn from_datetime(dt: DateTime<Utc>) -> Self {
         Timestamp(dt)

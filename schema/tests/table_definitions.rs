@@ -111,6 +111,8 @@ fn inbound_tables() -> Vec<(String, Vec<Declared>)> {
         declared(inbound::host_replies::table),
         declared(inbound::delivery_attempts::table),
         declared(inbound::host_cursor::table),
+        declared(inbound::claim_records::table),
+        declared(inbound::held_outbound::table),
     ]
 }
 

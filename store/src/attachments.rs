@@ -1,23 +1,31 @@
 //! Attachment files: the host writes `inbox/<message_id>/<name>` for the agent and reads
 //! `outbox/<message_id>/<name>` the agent produced.
 //!
-//! The session folder belongs to the container, so a compromised container can plant
-//! symlinks there. Every step here therefore walks from the session folder with `openat` and
-//! `O_NOFOLLOW | O_DIRECTORY`, never through a path that could have been swapped for a link,
-//! refuses names that could escape the message folder, and never overwrites an existing file.
-//! The host cannot be made to write or read outside the session folder.
+//! In the split layout `inbox/` is in the host's folder and `outbox/` in the container's area;
+//! in the single layout (an older host's folder) both are in a folder the container writes.
+//! So every step walks from a folder descriptor with `openat` and `O_NOFOLLOW`, never through
+//! a path that could have been swapped for a link, refuses names that could escape the
+//! message folder, never overwrites an existing file, never blocks on a FIFO, and bounds what
+//! it reads. The host cannot be made to write or read outside the session folder.
 
 use crate::error::{Result, StoreError};
 use crate::validate::check_id;
 use sessionbus_schema::{At, DbError, Role};
 use std::ffi::CString;
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// Largest attachment read from an outbox (64 MiB).
-pub const MAX_ATTACHMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest attachment read from an outbox (32 MiB).
+pub const MAX_ATTACHMENT_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Most files one message's outbox folder may hold.
+pub const MAX_ATTACHMENT_FILES: usize = 32;
+
+/// Most bytes one message's attachments may hold together (64 MiB).
+pub const MAX_ATTACHMENTS_TOTAL_BYTES: u64 = 64 * 1024 * 1024;
 
 /// One attachment read from an outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,81 +172,71 @@ pub fn write_inbox(
     Ok(target)
 }
 
-/// Reads every regular file in `outbox/<message_id>/` under `session_dir`, sorted by name.
-/// Symlinks (to files or folders), sub-folders and files over [`MAX_ATTACHMENT_BYTES`] are
-/// refused with an error naming the entry; a missing folder means no attachments.
-pub fn read_outbox(session_dir: &Path, message_id: &str) -> Result<Vec<Attachment>> {
+/// Reads every regular file in `outbox/<message_id>/` under `container_dir` (the container's
+/// writable area), sorted by name.
+///
+/// Everything there is the container's to plant, so the walk goes through folder descriptors
+/// with `O_NOFOLLOW | O_NONBLOCK` (see `sessionbus_schema::untrusted::fs`) and is bounded
+/// before anything is read: at most [`MAX_ATTACHMENT_FILES`] names, each a regular file of at
+/// most [`MAX_ATTACHMENT_BYTES`], together at most [`MAX_ATTACHMENTS_TOTAL_BYTES`], sizes
+/// taken from `st_size` (a sparse file costs what it claims to hold). A symlink, FIFO, socket,
+/// device or folder among them, or a limit crossed, is an error naming it; a missing folder
+/// means no attachments.
+pub fn read_outbox(container_dir: &Path, message_id: &str) -> Result<Vec<Attachment>> {
+    use sessionbus_schema::untrusted::{fs_error, UntrustedDir};
     const OP: &str = "read outbox attachments";
-    let folder_path = session_dir.join("outbox").join(message_id);
+    let folder_path = container_dir.join("outbox").join(message_id);
     check_name(&folder_path, OP, message_id)?;
-    let session = open_dir(None, session_dir, session_dir, OP)?;
-    let outbox = match open_dir(
-        Some(&session),
-        Path::new("outbox"),
-        &session_dir.join("outbox"),
-        OP,
-    ) {
-        Err(StoreError::Db(DbError::Io { source, .. }))
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            return Ok(Vec::new())
-        }
-        other => other?,
+    let fs_err = |e| StoreError::Db(fs_error(at(&folder_path, OP), e));
+    let area = UntrustedDir::open(container_dir).map_err(fs_err)?;
+    let folder = match area
+        .open_subdir(OsStr::new("outbox"))
+        .and_then(|outbox| outbox.open_subdir(OsStr::new(message_id)))
+    {
+        Err(e) if e.is_not_found() => return Ok(Vec::new()),
+        other => other.map_err(fs_err)?,
     };
-    let folder = match open_dir(Some(&outbox), Path::new(message_id), &folder_path, OP) {
-        Err(StoreError::Db(DbError::Io { source, .. }))
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            return Ok(Vec::new())
-        }
-        other => other?,
-    };
-    // List through the verified descriptor, not the path (which could be swapped).
-    let listing = PathBuf::from(format!("/proc/self/fd/{}", folder.as_raw_fd()));
-    let mut names: Vec<String> = Vec::new();
-    for entry in std::fs::read_dir(&listing).map_err(|e| io(&folder_path, OP, e))? {
-        let entry = entry.map_err(|e| io(&folder_path, OP, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        names.push(name);
-    }
+    let mut names = folder
+        .names(MAX_ATTACHMENT_FILES)
+        .map_err(fs_err)?
+        .ok_or_else(|| StoreError::AttachmentsTooLarge {
+            at: at(&folder_path, OP),
+            detail: format!("more than {MAX_ATTACHMENT_FILES} files"),
+        })?;
     names.sort();
-    let mut out = Vec::with_capacity(names.len());
+    let mut opened = Vec::with_capacity(names.len());
+    let mut total: u64 = 0;
     for name in names {
         let path = folder_path.join(&name);
-        check_file_name(&path, OP, &name)?;
-        let c = cstr(&path, OP, name.as_bytes())?;
-        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
-        // SAFETY: valid fd and NUL-terminated name.
-        let fd = unsafe { libc::openat(folder.as_raw_fd(), c.as_ptr(), flags) };
-        if fd < 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(match e.raw_os_error() {
-                Some(libc::ELOOP) => StoreError::Db(DbError::UnsafePath {
-                    at: at(&path, OP),
-                    detail: "it is a symbolic link".into(),
-                }),
-                _ => io(&path, OP, e),
+        let text = name.to_str().ok_or_else(|| StoreError::Db(DbError::UnsafePath {
+            at: at(&path, OP),
+            detail: "the file name is not UTF-8".into(),
+        }))?;
+        check_file_name(&path, OP, text)?;
+        let (file, info) = folder
+            .open_regular(&name)
+            .map_err(|e| StoreError::Db(fs_error(at(&path, OP), e)))?;
+        if info.size > MAX_ATTACHMENT_BYTES {
+            return Err(StoreError::AttachmentsTooLarge {
+                at: at(&path, OP),
+                detail: format!("{} bytes, over the {MAX_ATTACHMENT_BYTES}-byte limit per file", info.size),
             });
         }
-        // SAFETY: freshly opened descriptor we own.
-        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        let meta = file.metadata().map_err(|e| io(&path, OP, e))?;
-        if !meta.is_file() {
-            return Err(StoreError::Db(DbError::UnsafePath {
-                at: at(&path, OP),
-                detail: "it is not a regular file".into(),
-            }));
-        }
-        if meta.len() > MAX_ATTACHMENT_BYTES {
-            return Err(StoreError::ContentTooLarge {
-                at: at(&path, OP),
-                id: name,
-                size: usize::try_from(meta.len()).unwrap_or(usize::MAX),
-                limit: MAX_ATTACHMENT_BYTES as usize,
+        total = total.saturating_add(info.size);
+        if total > MAX_ATTACHMENTS_TOTAL_BYTES {
+            return Err(StoreError::AttachmentsTooLarge {
+                at: at(&folder_path, OP),
+                detail: format!("over {MAX_ATTACHMENTS_TOTAL_BYTES} bytes in all"),
             });
         }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.take(MAX_ATTACHMENT_BYTES + 1)
+        opened.push((text.to_owned(), file, info.size));
+    }
+    let mut out = Vec::with_capacity(opened.len());
+    for (name, file, size) in opened {
+        let path = folder_path.join(&name);
+        // Read at most what fstat promised (the file may grow meanwhile: the rest is ignored).
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        file.take(size)
             .read_to_end(&mut bytes)
             .map_err(|e| io(&path, OP, e))?;
         out.push(Attachment { name, bytes });

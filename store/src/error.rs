@@ -79,6 +79,15 @@ pub enum StoreError {
         /// The file's permission bits.
         mode: u32,
     },
+    /// A message's attachments break a limit (count, size per file, size in all); nothing of
+    /// them was loaded.
+    #[error("{at}: attachments refused: {detail}")]
+    AttachmentsTooLarge {
+        /// Where.
+        at: At,
+        /// Which limit.
+        detail: String,
+    },
     /// A caller's argument cannot be used (e.g. a batch size of 0).
     #[error("{at}: invalid argument: {detail}")]
     InvalidArgument {

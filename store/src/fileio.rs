@@ -48,6 +48,7 @@ impl OpError {
 /// Opens a fresh read-only connection (with the schema check), retrying a hot journal
 /// briefly.
 pub(crate) fn open_read(file: &DbFile, op: &'static str) -> Result<SqliteConnection, StoreError> {
+    let (retries, _) = retries_for(file);
     let mut attempt = 0;
     loop {
         match file.open_reader(op) {
@@ -55,12 +56,23 @@ pub(crate) fn open_read(file: &DbFile, op: &'static str) -> Result<SqliteConnect
                 check_schema(&mut conn, file, Access::Read, op)?;
                 return Ok(conn);
             }
-            Err(DbError::HotJournal { .. }) if attempt < HOT_JOURNAL_RETRIES => {
+            Err(DbError::HotJournal { .. }) if attempt < retries.min(HOT_JOURNAL_RETRIES) => {
                 attempt += 1;
                 std::thread::sleep(HOT_JOURNAL_PAUSE);
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// How often a read of `file` is retried, and after how long. The host's reads of the
+/// container's file retry twice, briefly: a hostile container can make every one of them fail,
+/// and each retry is time the other sessions of a sweep wait.
+fn retries_for(file: &DbFile) -> (u32, Duration) {
+    if file.is_untrusted() {
+        (2, Duration::from_millis(10))
+    } else {
+        (TORN_READ_RETRIES, TORN_READ_PAUSE)
     }
 }
 
@@ -91,14 +103,15 @@ pub(crate) fn read<T>(
     op: &'static str,
     mut f: impl FnMut(&mut SqliteConnection) -> Result<T, OpError>,
 ) -> Result<T, StoreError> {
+    let (retries, pause) = retries_for(file);
     let mut attempt = 0;
     loop {
         let result = open_read(file, op)
             .and_then(|mut conn| f(&mut conn).map_err(|e| e.into_store(file, op)));
         match result {
-            Err(e) if file.is_file() && torn_read(&e) && attempt < TORN_READ_RETRIES => {
+            Err(e) if file.is_file() && torn_read(&e) && attempt < retries => {
                 attempt += 1;
-                std::thread::sleep(TORN_READ_PAUSE);
+                std::thread::sleep(pause);
             }
             other => return other,
         }

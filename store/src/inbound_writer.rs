@@ -251,35 +251,7 @@ impl InboundWriter {
     /// Applies the sweep's retries and failures in one transaction. Only rows still
     /// `pending` change; returns how many did.
     pub fn apply_retries(&self, updates: &[RetryUpdate]) -> Result<usize> {
-        fileio::write(&self.file, "apply retries", |c| {
-            let mut n = 0;
-            for u in updates {
-                n += match u {
-                    RetryUpdate::Retry {
-                        id,
-                        tries,
-                        process_after,
-                    } => diesel::update(
-                        messages_in::table
-                            .find(id)
-                            .filter(messages_in::status.eq(MessageStatus::Pending.as_str())),
-                    )
-                    .set((
-                        messages_in::tries.eq(*tries),
-                        messages_in::process_after.eq(process_after.to_sqlite()),
-                    ))
-                    .execute(c)?,
-                    RetryUpdate::Fail { id } => diesel::update(
-                        messages_in::table
-                            .find(id)
-                            .filter(messages_in::status.eq(MessageStatus::Pending.as_str())),
-                    )
-                    .set(messages_in::status.eq(MessageStatus::Failed.as_str()))
-                    .execute(c)?,
-                };
-            }
-            Ok(n)
-        })
+        fileio::write(&self.file, "apply retries", |c| Ok(apply_retries_on(c, updates)?))
     }
 
     /// Sets a message's status (pausing or resuming it, say).
@@ -338,6 +310,7 @@ impl InboundWriter {
                     delivered::delivered_at.eq(now.to_sqlite()),
                 ))
                 .execute(c)?;
+            crate::bookkeeping::unhold(c, message_out_id)?;
             Ok(n > 0)
         })
     }
@@ -381,6 +354,32 @@ impl InboundWriter {
     pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
+}
+
+/// Applies retries and failures to rows still pending (inside the caller's transaction).
+/// `process_after` keeps milliseconds: a backoff of 500 ms is not rounded to a whole second.
+pub(crate) fn apply_retries_on(c: &mut SqliteConnection, updates: &[RetryUpdate]) -> QueryResult<usize> {
+    let mut n = 0;
+    for u in updates {
+        let pending = messages_in::table
+            .filter(messages_in::status.eq(MessageStatus::Pending.as_str()));
+        n += match u {
+            RetryUpdate::Retry {
+                id,
+                tries,
+                process_after,
+            } => diesel::update(pending.filter(messages_in::id.eq(id)))
+                .set((
+                    messages_in::tries.eq(*tries),
+                    messages_in::process_after.eq(process_after.to_sqlite_millis()),
+                ))
+                .execute(c)?,
+            RetryUpdate::Fail { id } => diesel::update(pending.filter(messages_in::id.eq(id)))
+                .set(messages_in::status.eq(MessageStatus::Failed.as_str()))
+                .execute(c)?,
+        };
+    }
+    Ok(n)
 }
 
 /// Pending rows, newest first, through the `(status, seq)` index.

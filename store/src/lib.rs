@@ -48,15 +48,19 @@
 #![warn(missing_docs)]
 
 pub mod attachments;
+mod bookkeeping;
+mod container_session;
 pub mod error;
 mod fileio;
+mod host_session;
 pub mod inbound_reader;
 pub mod inbound_writer;
 pub mod model;
 pub mod outbound_reader;
 pub mod outbound_writer;
+pub mod paths;
+mod provision;
 mod rows;
-pub mod session;
 pub mod stamp;
 pub mod validate;
 
@@ -65,10 +69,11 @@ pub use error::{Result, StoreError};
 pub use inbound_reader::InboundReader;
 pub use inbound_writer::{InboundWriter, NextOccurrence, SyncReport};
 pub use model::*;
-pub use outbound_reader::OutboundReader;
+pub use bookkeeping::ClaimRecord;
+pub use container_session::ContainerSession;
+pub use host_session::{HostSession, MAX_HELD_ROWS};
+pub use outbound_reader::{OutboundReader, OutboundRow, OutboundWindow, RefusedRow};
 pub use outbound_writer::{continuation_key, OutboundWriter, LEGACY_CONTINUATION_KEY};
-pub use session::{
-    check_writable, provision, ContainerSession, HostSession, NoContainerRunning, Ownership,
-    Provisioned, SessionPaths, StoppedContainerOutbound, WORKSPACE,
-};
+pub use paths::{Layout, SessionPaths, CONTAINER_AREA, WORKSPACE};
+pub use provision::{check_writable, provision, Ownership, Provisioned};
 pub use sessionbus_schema::{Clock, DbError, Seq, SystemClock, Timestamp};

@@ -71,12 +71,15 @@ pub fn stamp_dir(session_dir: &Path) -> PathBuf {
 
 /// SQLite's file change counter of the database at `path`, read from its header with plain
 /// file reads (through whatever caches the path's filesystem keeps). `None` when the file is
-/// missing, shorter than a header or not an SQLite database.
+/// missing, shorter than a header or not an SQLite database. The file may be the container's:
+/// it is opened without following a link or blocking on a FIFO, and must be a regular file.
 pub fn change_counter(path: &Path) -> std::io::Result<Option<u32>> {
-    let mut f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+    use sessionbus_schema::untrusted::fs::{open_regular_file, UntrustedFsError};
+    let mut f = match open_regular_file(path) {
+        Ok((f, _)) => f,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(UntrustedFsError::Io { source, .. }) => return Err(source),
+        Err(e) => return Err(std::io::Error::other(e.to_string())),
     };
     let mut buf = [0u8; 28];
     let mut n = 0;

@@ -10,10 +10,31 @@ pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
 /// Longest id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 
+/// Longest other text field the host reads from the container's file (kind, address, times,
+/// recurrence), in bytes.
+pub const MAX_FIELD_BYTES: usize = 1024;
+
 /// Checks an id that may become a folder name (`inbox/<id>/`): not empty, not too long, no
 /// `/`, `\`, NUL or control characters, and not `.` or `..` (nor containing `..`).
 pub fn check_id(at: impl FnOnce() -> At, id: &str) -> Result<(), StoreError> {
-    let reason = if id.is_empty() {
+    match id_problem(id) {
+        Some(reason) => Err(StoreError::InvalidId {
+            at: at(),
+            id: id.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// True when `id` passes [`check_id`].
+pub fn is_valid_id(id: &str) -> bool {
+    id_problem(id).is_none()
+}
+
+/// The rule `id` breaks, if any.
+fn id_problem(id: &str) -> Option<&'static str> {
+    if id.is_empty() {
         Some("it is empty")
     } else if id.len() > MAX_ID_BYTES {
         Some("it is longer than 256 bytes")
@@ -25,14 +46,6 @@ pub fn check_id(at: impl FnOnce() -> At, id: &str) -> Result<(), StoreError> {
         Some("it contains NUL or a control character")
     } else {
         None
-    };
-    match reason {
-        Some(reason) => Err(StoreError::InvalidId {
-            at: at(),
-            id: id.to_owned(),
-            reason,
-        }),
-        None => Ok(()),
     }
 }
 

@@ -9,15 +9,33 @@ fn ids(v: &[MessageIn]) -> Vec<&str> {
 }
 
 #[test]
-fn provision_creates_both_files_in_the_current_schema_and_is_idempotent() {
+fn provision_creates_both_files_in_the_split_layout_and_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let paths = SessionPaths::in_data_dir(dir.path(), "group-1", "sess-1").unwrap();
+    assert_eq!(paths.layout, Layout::Split);
     let p = provision(&paths, None, &SystemClock).unwrap();
-    assert!(p.inbound.created && p.outbound.created);
+    assert!(p.inbound.created && p.outbound.as_ref().is_some_and(|o| o.created));
     assert!(paths.inbound.is_file() && paths.outbound.is_file());
     assert!(paths.outbox.is_dir() && paths.inbox.is_dir());
+    assert_eq!(paths.outbound.parent(), Some(paths.container_dir.as_path()));
+    assert_ne!(paths.container_dir, paths.dir);
+    // The host's folder is the host's alone, so the host takes it for the split layout.
+    assert_eq!(SessionPaths::for_host(&paths.dir).layout, Layout::Split);
     let again = provision(&paths, None, &SystemClock).unwrap();
-    assert!(!again.inbound.changed() && !again.outbound.changed());
+    assert!(!again.inbound.changed());
+    assert!(again.outbound.is_none(), "an existing area is the container's: untouched");
+}
+
+#[test]
+fn provision_refuses_a_single_layout_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = dir.path().join("s");
+    std::fs::create_dir(&legacy).unwrap();
+    std::fs::write(legacy.join("outbound.db"), b"").unwrap();
+    let err = provision(&SessionPaths::new(&legacy), None, &SystemClock).unwrap_err();
+    assert!(err.to_string().contains("migrate"), "{err}");
+    let err = provision(&SessionPaths::single(&legacy), None, &SystemClock).unwrap_err();
+    assert!(matches!(err, StoreError::InvalidArgument { .. }), "{err}");
 }
 
 #[test]

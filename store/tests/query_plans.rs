@@ -426,9 +426,7 @@ fn add_new_work(s: &TempSession) {
 fn run_polls(s: &TempSession) -> Vec<Measured> {
     let host = s.host();
     let container = s.container();
-    let old_reply = host.outbound().messages_after(Seq(0), 1).unwrap()[0]
-        .seq
-        .unwrap();
+    let old_reply = host.outbound().messages_after(Seq(0), 1).unwrap().rows[0].seq();
     let mut out = Vec::new();
     out.push(measure("container poll (first)", || {
         let b = container.poll(true, 10).unwrap();

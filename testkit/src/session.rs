@@ -44,14 +44,10 @@ impl TempSession {
     pub fn try_new() -> Result<Self, String> {
         let root = tempfile::tempdir().map_err(|e| e.to_string())?;
         let paths = SessionPaths::new(root.path().join("v2-sessions/group-1/session-1"));
-        std::fs::create_dir_all(&paths.dir).map_err(|e| e.to_string())?;
-        let t = template()?;
-        for name in [
-            FileKind::Inbound.file_name(),
-            FileKind::Outbound.file_name(),
-        ] {
-            std::fs::copy(t.join(name), paths.dir.join(name)).map_err(|e| e.to_string())?;
-        }
+        std::fs::create_dir_all(&paths.container_dir).map_err(|e| e.to_string())?;
+        let t = SessionPaths::new(template()?);
+        std::fs::copy(&t.inbound, &paths.inbound).map_err(|e| e.to_string())?;
+        std::fs::copy(&t.outbound, &paths.outbound).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&paths.inbox).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&paths.outbox).map_err(|e| e.to_string())?;
         Ok(TempSession {
@@ -61,9 +57,14 @@ impl TempSession {
         })
     }
 
-    /// The session folder.
+    /// The session folder (the host's).
     pub fn dir(&self) -> &Path {
         &self.paths.dir
+    }
+
+    /// The container's writable area inside it (outbound.db, outbox/, .heartbeat).
+    pub fn container_dir(&self) -> &Path {
+        &self.paths.container_dir
     }
 
     /// The data dir holding `v2-sessions/`.
@@ -73,12 +74,12 @@ impl TempSession {
 
     /// The host's view, on the shared clock.
     pub fn host(&self) -> HostSession {
-        HostSession::with_clock(&self.paths.dir, self.clock.shared())
+        HostSession::with_paths(self.paths.clone(), self.clock.shared())
     }
 
     /// The container's view, on the shared clock.
     pub fn container(&self) -> ContainerSession {
-        ContainerSession::with_clock(&self.paths.dir, self.clock.shared())
+        ContainerSession::with_paths(self.paths.clone(), self.clock.shared())
             .unwrap_or_else(|e| panic!("TempSession::container: {e}"))
     }
 }

@@ -368,11 +368,6 @@ impl Demo {
     }
 
     fn show_sweep(&mut self, r: &SweepReport, was_running: bool) -> Result<(), String> {
-        if r.recovered_hot_journal {
-            println!(
-                "   sweep: rolled back the hot journal the killed container left in outbound.db"
-            );
-        }
         for id in &r.retried {
             if let Some(heading) = self.on_first_retry.take() {
                 println!("{heading}");
@@ -408,11 +403,11 @@ impl Demo {
         for id in &r.failed {
             println!("   sweep: {id} marked failed after its last try");
         }
-        if r.orphan_claims_deleted > 0 {
+        if r.claims_settled > 0 {
             println!(
-                "   sweep: deleted {} orphan claim(s) from outbound.db (the host's one write there, \
-                 legal only while no container runs)",
-                r.orphan_claims_deleted
+                "   sweep: settled {} claim(s) of the stopped container in inbound.db (the host \
+                 never writes outbound.db; the next container clears them there)",
+                r.claims_settled
             );
             if !r.woke {
                 println!(
@@ -462,8 +457,7 @@ impl Demo {
 
     fn claimed(&self, id: &str) -> bool {
         self.host
-            .outbound()
-            .claims()
+            .pending_claims()
             .map(|c| c.iter().any(|c| c.message_id == id))
             .unwrap_or(false)
     }
@@ -695,9 +689,13 @@ pub fn run(args: &DemoArgs) -> Result<DemoSummary, String> {
         .host
         .outbound()
         .messages_after(Seq(0), 100_000)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .rows;
     let mut in_outbound: BTreeMap<String, usize> = BTreeMap::new();
     for r in &rows {
+        let sessionbus_store::OutboundRow::Message(r) = r else {
+            continue;
+        };
         if let Some(to) = &r.in_reply_to {
             *in_outbound.entry(to.clone()).or_default() += 1;
         }

@@ -1,0 +1,318 @@
+//! One sweep of one session: sync acks, judge a running container, settle the claims of a
+//! stopped one, wake one for due messages.
+//!
+//! Claims are settled in the host's own file. A claim (`processing` ack) is the container's
+//! statement that it took a message; when its container stops without answering, the message
+//! gets a try counted and a backoff (or fails after the last try). The host records each claim
+//! it sees and marks it settled once counted, so that:
+//!
+//! - the claim can stay in outbound.db (the next container clears it at start-up; the host
+//!   never writes there) without being counted twice or killing the next container;
+//! - a claim that disappears without an answer (a container that cleared it, or was
+//!   restarted behind the host's back) is still counted, from the host's record;
+//! - a container whose file cannot be read (locked, a hot journal, a hostile schema) is still
+//!   judged by its heartbeat and by the claims the host saw earlier.
+
+use super::ContainerControl;
+use crate::error::RuntimeError;
+use crate::heartbeat;
+use crate::liveness::{self, Claim, RetryAction, RetryPolicy, StuckDecision, ToolInFlight};
+use sessionbus_schema::Timestamp;
+use sessionbus_store::{
+    AckStatus, ClaimRecord, ContainerState, HostSession, MessageIn, MessageStatus, NextOccurrence,
+    RetryUpdate, SyncReport, TimeText,
+};
+use std::collections::{BTreeMap, HashSet};
+
+/// Options of a sweep.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepOptions {
+    /// Retries and failures of claimed messages.
+    pub retry: RetryPolicy,
+    /// Start a container when the session has due messages and none runs (default: true; a
+    /// host that starts containers by other means turns it off).
+    pub wake: bool,
+}
+
+impl Default for SweepOptions {
+    fn default() -> Self {
+        SweepOptions {
+            retry: RetryPolicy::default(),
+            wake: true,
+        }
+    }
+}
+
+/// What one sweep of one session did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SweepReport {
+    /// Acks synced (and recurrences fanned out).
+    pub acks: SyncReport,
+    /// The stuck decision, when a container was running.
+    pub decision: Option<StuckDecision>,
+    /// The container was killed by this sweep.
+    pub killed: bool,
+    /// Claimed messages scheduled for another try.
+    pub retried: Vec<String>,
+    /// Claimed messages marked failed after the last try.
+    pub failed: Vec<String>,
+    /// Claims counted (settled) by this sweep.
+    pub claims_settled: usize,
+    /// A container was started for due messages.
+    pub woke: bool,
+    /// Why the container's file could not be read this time (the sweep then judged the
+    /// container by its heartbeat and the claims the host saw before).
+    pub outbound_unreadable: Option<String>,
+}
+
+/// What the container's file said, when it could be read.
+struct Observed {
+    /// `processing` acks of pending messages not just finished, as the container wrote them.
+    claims: Vec<sessionbus_store::Claim>,
+    /// Messages with any ack: a recorded claim of one without an ack vanished.
+    acked: HashSet<String>,
+    tool: Option<ToolInFlight>,
+}
+
+/// Reads the acks of the pending messages and the tool in flight, and syncs the final acks.
+/// `Err` is the container's file failing to read (the caller decides what that means).
+fn observe(
+    host: &HostSession,
+    pending: &[String],
+    next_occurrence: &dyn Fn(&MessageIn) -> Option<NextOccurrence>,
+) -> Result<Result<(Observed, SyncReport), sessionbus_store::StoreError>, RuntimeError> {
+    let (acks, state) = match host.outbound().acks_and_state(pending) {
+        Ok(read) => read,
+        Err(e) => return Ok(Err(e)),
+    };
+    let sync = host.apply_acks(pending.len(), &acks, next_occurrence)?;
+    let done: HashSet<&String> = sync.completed.iter().chain(&sync.failed).collect();
+    let claims = acks
+        .iter()
+        .filter(|a| a.status == AckStatus::Processing && !done.contains(&a.message_id))
+        .map(|a| sessionbus_store::Claim {
+            message_id: a.message_id.clone(),
+            claimed_at: a.status_changed.clone(),
+        })
+        .collect();
+    let observed = Observed {
+        claims,
+        acked: acks.into_iter().map(|a| a.message_id).collect(),
+        tool: tool_in_flight(state),
+    };
+    Ok(Ok((observed, sync)))
+}
+
+/// One sweep step for one session: sync acks (with recurrences), decide whether a running
+/// container is stuck and kill it if so, then, with no container running, settle the claims
+/// it left (retry with backoff, or fail after the last try); finally wake a container for due
+/// messages when asked to. Claims a container dropped without answering are settled whether
+/// or not it still runs.
+pub fn sweep_session(
+    host: &HostSession,
+    control: &mut dyn ContainerControl,
+    next_occurrence: &dyn Fn(&MessageIn) -> Option<NextOccurrence>,
+    opts: SweepOptions,
+) -> Result<SweepReport, RuntimeError> {
+    let paths = host.paths().clone();
+    let mut report = SweepReport::default();
+    let now = host.clock().now();
+    let mut running = control.is_running(&paths);
+    let pending = host.inbound().pending_ids()?;
+    let observed = match observe(host, &pending, next_occurrence)? {
+        Ok((observed, sync)) => {
+            report.acks = sync;
+            Some(observed)
+        }
+        Err(e) if pending.is_empty() && !running => return Err(e.into()),
+        Err(e) => {
+            report.outbound_unreadable = Some(e.to_string());
+            report.acks.still_pending = pending.len();
+            None
+        }
+    };
+    let records = host.inbound().claim_records()?;
+    if running {
+        if let Some(o) = observed.as_ref().filter(|o| !o.claims.is_empty()) {
+            host.inbound().record_claims(&o.claims)?;
+        }
+        let beat = heartbeat::mtime(&paths.heartbeat)?;
+        let tool = observed.as_ref().and_then(|o| o.tool.clone());
+        let live = live_claims(&records, observed.as_ref());
+        let decision = liveness::decide(now, beat, tool.as_ref(), &live);
+        if let StuckDecision::Kill { reason } = &decision {
+            control
+                .kill(&paths, reason)
+                .map_err(|detail| RuntimeError::Control {
+                    session: paths.dir.clone(),
+                    action: "kill",
+                    detail,
+                })?;
+            report.killed = true;
+            running = false;
+        }
+        report.decision = Some(decision);
+    }
+    let to_settle = claims_to_settle(&records, observed.as_ref(), running);
+    if !to_settle.is_empty() {
+        settle(host, &to_settle, opts.retry, now, &mut report)?;
+    }
+    if opts.wake && !running && host.inbound().count_due()? > 0 {
+        control
+            .start(&paths)
+            .map_err(|detail| RuntimeError::Control {
+                session: paths.dir.clone(),
+                action: "start",
+                detail,
+            })?;
+        report.woke = true;
+    }
+    Ok(report)
+}
+
+/// The claims that can make a running container stuck: those read now and not yet settled,
+/// or, when the file cannot be read, the unsettled ones the host recorded earlier. A claim
+/// time in no known format counts as the oldest possible, so it cannot hide a stuck claim.
+fn live_claims(records: &[ClaimRecord], observed: Option<&Observed>) -> Vec<Claim> {
+    let settled: HashSet<(&str, &str)> = records
+        .iter()
+        .filter(|r| r.settled)
+        .map(|r| (r.message_id.as_str(), r.claimed_at.as_str()))
+        .collect();
+    let as_claim = |id: &str, at: &TimeText| Claim {
+        message_id: id.to_owned(),
+        claimed_at: at.instant().unwrap_or(Timestamp::EPOCH),
+    };
+    match observed {
+        Some(o) => o
+            .claims
+            .iter()
+            .filter(|c| !settled.contains(&(c.message_id.as_str(), c.claimed_at.as_str())))
+            .map(|c| as_claim(&c.message_id, &c.claimed_at))
+            .collect(),
+        None => records
+            .iter()
+            .filter(|r| !r.settled)
+            .map(|r| as_claim(&r.message_id, &r.claimed_at))
+            .collect(),
+    }
+}
+
+/// Claims whose try is to be counted now. With the container stopped: every unsettled claim,
+/// read now or recorded before. With it running: recorded claims that vanished (the message
+/// is pending, but the container's file holds no ack for it at all: dropped unanswered).
+fn claims_to_settle(
+    records: &[ClaimRecord],
+    observed: Option<&Observed>,
+    running: bool,
+) -> Vec<sessionbus_store::Claim> {
+    let settled: HashSet<(&str, &str)> = records
+        .iter()
+        .filter(|r| r.settled)
+        .map(|r| (r.message_id.as_str(), r.claimed_at.as_str()))
+        .collect();
+    let mut out: BTreeMap<(String, String), sessionbus_store::Claim> = BTreeMap::new();
+    let mut add = |c: sessionbus_store::Claim| {
+        if !settled.contains(&(c.message_id.as_str(), c.claimed_at.as_str())) {
+            out.insert((c.message_id.clone(), c.claimed_at.0.clone()), c);
+        }
+    };
+    for r in records.iter().filter(|r| !r.settled) {
+        let vanished = observed.is_some_and(|o| !o.acked.contains(&r.message_id));
+        if !running || vanished {
+            add(sessionbus_store::Claim {
+                message_id: r.message_id.clone(),
+                claimed_at: r.claimed_at.clone(),
+            });
+        }
+    }
+    if !running {
+        for c in observed.map(|o| o.claims.as_slice()).unwrap_or_default() {
+            add(c.clone());
+        }
+    }
+    out.into_values().collect()
+}
+
+/// Counts one try per message among `claims` (retry with backoff, or fail after the last),
+/// and marks every one of them settled, in one transaction of the host's file.
+fn settle(
+    host: &HostSession,
+    claims: &[sessionbus_store::Claim],
+    policy: RetryPolicy,
+    now: Timestamp,
+    report: &mut SweepReport,
+) -> Result<(), RuntimeError> {
+    let ids: HashSet<&str> = claims.iter().map(|c| c.message_id.as_str()).collect();
+    let mut updates = Vec::new();
+    for msg in host.inbound().pending()? {
+        if !ids.contains(msg.id.as_str()) || msg.status != MessageStatus::Pending {
+            continue;
+        }
+        // Already scheduled for a later try: this claim is settled without another bump.
+        let after = msg.process_after.as_ref().and_then(|t| t.instant());
+        if !liveness::should_bump(after, now) {
+            continue;
+        }
+        match policy.next_retry(msg.tries, now) {
+            RetryAction::Retry {
+                tries,
+                process_after,
+            } => {
+                report.retried.push(msg.id.clone());
+                updates.push(RetryUpdate::Retry {
+                    id: msg.id,
+                    tries,
+                    process_after,
+                });
+            }
+            RetryAction::Fail => {
+                report.failed.push(msg.id.clone());
+                updates.push(RetryUpdate::Fail { id: msg.id });
+            }
+        }
+    }
+    host.inbound().settle_claims(claims, &updates)?;
+    report.claims_settled += claims.len();
+    Ok(())
+}
+
+/// The stuck decision for a session right now, from its heartbeat, tool state and the claims
+/// of pending messages (settled claims of a stopped predecessor excluded). Reads only.
+pub fn decide_now(host: &HostSession) -> Result<StuckDecision, RuntimeError> {
+    let now = host.clock().now();
+    let beat = heartbeat::mtime(&host.paths().heartbeat)?;
+    let pending = host.inbound().pending_ids()?;
+    let records = host.inbound().claim_records()?;
+    let observed = host
+        .outbound()
+        .acks_and_state(&pending)
+        .ok()
+        .map(|(acks, state)| Observed {
+            claims: acks
+                .iter()
+                .filter(|a| a.status == AckStatus::Processing)
+                .map(|a| sessionbus_store::Claim {
+                    message_id: a.message_id.clone(),
+                    claimed_at: a.status_changed.clone(),
+                })
+                .collect(),
+            acked: acks.into_iter().map(|a| a.message_id).collect(),
+            tool: tool_in_flight(state),
+        });
+    let live = live_claims(&records, observed.as_ref());
+    let tool = observed.and_then(|o| o.tool);
+    Ok(liveness::decide(now, beat, tool.as_ref(), &live))
+}
+
+/// The tool in flight recorded in a `container_state` row.
+pub(crate) fn tool_in_flight(state: Option<ContainerState>) -> Option<ToolInFlight> {
+    state.and_then(|s| {
+        s.current_tool.map(|name| ToolInFlight {
+            name,
+            declared_timeout_ms: s.tool_declared_timeout_ms,
+            started_at: s.tool_started_at.and_then(|t| t.instant()),
+        })
+    })
+}

@@ -1,0 +1,129 @@
+//! Sweeping many sessions again and again, skipping the ones where nothing can have changed.
+
+use super::sweep::{sweep_session, tool_in_flight, SweepOptions, SweepReport};
+use super::ContainerControl;
+use crate::error::RuntimeError;
+use crate::heartbeat;
+use crate::liveness;
+use sessionbus_store::{HostSession, MessageIn, NextOccurrence};
+use std::path::PathBuf;
+
+/// What a session looked like when a full sweep found it quiet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct QuietMark {
+    inbound: Option<u32>,
+    outbound: Option<u32>,
+    running: bool,
+    heartbeat_limit_ms: i64,
+    at: std::time::Instant,
+}
+
+/// Sweeps many sessions again and again, as a long-lived host does, and skips the database
+/// work for sessions where nothing can have changed.
+///
+/// After a full sweep finds a session *quiet* (nothing pending in inbound.db, no claim in
+/// outbound.db), the next sweeps only read the two files' SQLite change counters (bytes 24 to
+/// 27 of the header, bumped by every commit) and the heartbeat's mtime. While both counters
+/// and the running state are unchanged, the only rule that can fire is the heartbeat ceiling,
+/// which needs no database read. Any change (a message written by any host process, an ack or
+/// claim by the container, the container stopping) or [`Sweeper::FULL_SWEEP_EVERY`] passing
+/// makes the next sweep of that session a full [`sweep_session`].
+#[derive(Debug, Default)]
+pub struct Sweeper {
+    opts: SweepOptions,
+    quiet: std::collections::HashMap<PathBuf, QuietMark>,
+}
+
+/// What [`Sweeper::sweep`] did for one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SweepOutcome {
+    /// A full [`sweep_session`] ran.
+    Full(SweepReport),
+    /// Nothing changed since the session was found quiet: no file was opened.
+    Quiet,
+}
+
+impl Sweeper {
+    /// A quiet session still gets a full sweep at least this often.
+    pub const FULL_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// A sweeper with these options.
+    pub fn new(opts: SweepOptions) -> Self {
+        Sweeper {
+            opts,
+            quiet: Default::default(),
+        }
+    }
+
+    /// Sweeps one session: a full [`sweep_session`] unless the session was quiet and nothing
+    /// has changed since.
+    pub fn sweep(
+        &mut self,
+        host: &HostSession,
+        control: &mut dyn ContainerControl,
+        next_occurrence: &dyn Fn(&MessageIn) -> Option<NextOccurrence>,
+    ) -> Result<SweepOutcome, RuntimeError> {
+        let paths = host.paths().clone();
+        let counters = (
+            sessionbus_store::stamp::change_counter(&paths.inbound)
+                .ok()
+                .flatten(),
+            sessionbus_store::stamp::change_counter(&paths.outbound)
+                .ok()
+                .flatten(),
+        );
+        let running = control.is_running(&paths);
+        if let Some(mark) = self.quiet.get(&paths.dir) {
+            let unchanged = mark.inbound == counters.0
+                && mark.outbound == counters.1
+                && mark.running == running
+                && mark.at.elapsed() < Self::FULL_SWEEP_EVERY
+                && counters.0.is_some()
+                && counters.1.is_some();
+            if unchanged && !self.ceiling_passed(host, mark)? {
+                return Ok(SweepOutcome::Quiet);
+            }
+        }
+        self.quiet.remove(&paths.dir);
+        let report = sweep_session(host, control, next_occurrence, self.opts)?;
+        // Quiet when nothing is pending or claimed now. The counters are the ones read before
+        // the sweep, so a commit during it (ours included) makes the next sweep a full one.
+        let running_now = control.is_running(&paths);
+        // Quiet: nothing pending (read by the sweep's own ack sync) and nothing claimed. A
+        // message or claim written since changed a counter read above.
+        let quiet_tool = if report.acks.still_pending == 0 && report.outbound_unreadable.is_none()
+        {
+            Some(tool_in_flight(host.outbound().container_state()?))
+        } else {
+            None
+        };
+        if let Some(tool) = quiet_tool {
+            self.quiet.insert(
+                paths.dir.clone(),
+                QuietMark {
+                    inbound: counters.0,
+                    outbound: counters.1,
+                    running: running_now && running,
+                    heartbeat_limit_ms: liveness::heartbeat_limit_ms(tool.as_ref()),
+                    at: std::time::Instant::now(),
+                },
+            );
+        }
+        Ok(SweepOutcome::Full(report))
+    }
+
+    /// Forgets what the sweeper knows about a session (after the caller changed it behind the
+    /// library's back, say).
+    pub fn forget(&mut self, session: &std::path::Path) {
+        self.quiet.remove(session);
+    }
+
+    fn ceiling_passed(&self, host: &HostSession, mark: &QuietMark) -> Result<bool, RuntimeError> {
+        if !mark.running {
+            return Ok(false);
+        }
+        let now = host.clock().now();
+        Ok(heartbeat::mtime(&host.paths().heartbeat)?
+            .is_some_and(|beat| now.millis_since(beat) > mark.heartbeat_limit_ms))
+    }
+}

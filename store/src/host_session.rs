@@ -1,0 +1,381 @@
+//! The host's view of a session: it writes inbound.db and reads outbound.db, nothing else.
+
+use crate::error::Result;
+use crate::fileio;
+use crate::inbound_writer::{self as iw, InboundWriter, NextOccurrence, SyncReport};
+use crate::model::*;
+use crate::outbound_reader::{OutboundReader, OutboundRow, RefusedRow};
+use crate::paths::SessionPaths;
+use sessionbus_schema::{Clock, DbFile, FileKind, Role, Seq, SystemClock, Timestamp};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The host's session view: writes inbound.db, reads outbound.db, nothing else. There is no
+/// way to write the container's file through it: its reader opens read-only connections only,
+/// and the schema layer refuses a host writer of outbound.db.
+#[derive(Clone, Debug)]
+pub struct HostSession {
+    paths: SessionPaths,
+    inbound: InboundWriter,
+    outbound: OutboundReader,
+}
+
+/// How many outbound rows a delivery pass reads per table at most (the byte bound of
+/// [`crate::outbound_reader::MAX_PASS_BYTES`] may end a window sooner).
+const DELIVERY_SCAN: i64 = 1000;
+
+/// How many rows scheduled for later one session may hold at once; a row past this is refused.
+pub const MAX_HELD_ROWS: i64 = 10_000;
+
+/// The two tables outbound rows come from, as named in the host's bookkeeping.
+fn source_name(source: OutboundSource) -> &'static str {
+    match source {
+        OutboundSource::Container => iw::CURSOR_MESSAGES_OUT,
+        OutboundSource::Host => iw::CURSOR_HOST_REPLIES,
+    }
+}
+
+/// One table's window of a delivery pass.
+struct Window {
+    source: OutboundSource,
+    rows: Vec<OutboundRow>,
+    /// The window was cut (by rows or bytes): rows above its end are unread.
+    cut: bool,
+}
+
+impl Window {
+    fn end(&self) -> Option<i64> {
+        self.cut
+            .then(|| self.rows.last().map(|r| r.seq().0))
+            .flatten()
+    }
+}
+
+impl HostSession {
+    /// Opens a session folder as the host, with the system clock, in the layout the folder
+    /// has (see [`SessionPaths::for_host`]). Opens no file yet: every operation opens what it
+    /// needs and closes it.
+    pub fn open(dir: impl Into<PathBuf>) -> Self {
+        HostSession::with_clock(dir, Arc::new(SystemClock))
+    }
+
+    /// Opens a session folder as the host with the given clock.
+    pub fn with_clock(dir: impl Into<PathBuf>, clock: Arc<dyn Clock>) -> Self {
+        HostSession::with_paths(SessionPaths::for_host(dir), clock)
+    }
+
+    /// A host view of explicit paths.
+    pub fn with_paths(paths: SessionPaths, clock: Arc<dyn Clock>) -> Self {
+        HostSession::from_files(
+            paths.clone(),
+            DbFile::new(&paths.inbound, FileKind::Inbound, Role::Host),
+            DbFile::new(&paths.outbound, FileKind::Outbound, Role::Host),
+            clock,
+        )
+    }
+
+    /// A host view over explicit files (in-memory fixtures use this).
+    pub fn from_files(
+        paths: SessionPaths,
+        inbound: DbFile,
+        outbound: DbFile,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        HostSession {
+            paths,
+            inbound: InboundWriter::new(inbound.as_role(Role::Host), clock),
+            outbound: OutboundReader::new(outbound.as_role(Role::Host)),
+        }
+    }
+
+    /// The folder's paths.
+    pub fn paths(&self) -> &SessionPaths {
+        &self.paths
+    }
+
+    /// The writer of inbound.db.
+    pub fn inbound(&self) -> &InboundWriter {
+        &self.inbound
+    }
+
+    /// The reader of outbound.db.
+    pub fn outbound(&self) -> &OutboundReader {
+        &self.outbound
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        self.inbound.clock()
+    }
+
+    /// The container's claims (`processing` acks) on pending messages, read through the
+    /// bounded reader: what the host can act on. Claims of messages that are not pending
+    /// (however many the container wrote) are never read.
+    pub fn pending_claims(&self) -> Result<Vec<Claim>> {
+        let pending = self.inbound.pending_ids()?;
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .outbound
+            .acks(&pending)?
+            .into_iter()
+            .filter(|a| a.status == AckStatus::Processing)
+            .map(|a| Claim {
+                message_id: a.message_id,
+                claimed_at: a.status_changed,
+            })
+            .collect())
+    }
+
+    /// Syncs acks: a `completed` ack marks its pending message completed, a `failed` ack marks
+    /// it failed. For each completed recurring task, `next_occurrence` may return the next
+    /// occurrence, inserted in the same transaction. Reads only the pending messages and their
+    /// acks, never the whole history.
+    pub fn sync_acks(
+        &self,
+        next_occurrence: &dyn Fn(&MessageIn) -> Option<NextOccurrence>,
+    ) -> Result<SyncReport> {
+        let pending = self.inbound.pending_ids()?;
+        if pending.is_empty() {
+            return Ok(SyncReport::default());
+        }
+        let acks = self.outbound.acks(&pending)?;
+        self.apply_acks(pending.len(), &acks, next_occurrence)
+    }
+
+    /// Applies the final acks among `acks` (read for the `pending` pending messages).
+    pub fn apply_acks(
+        &self,
+        pending: usize,
+        acks: &[Ack],
+        next_occurrence: &dyn Fn(&MessageIn) -> Option<NextOccurrence>,
+    ) -> Result<SyncReport> {
+        const OP: &str = "sync acks";
+        let finals: Vec<Ack> = acks
+            .iter()
+            .filter(|a| matches!(a.status, AckStatus::Completed | AckStatus::Failed))
+            .cloned()
+            .collect();
+        if finals.is_empty() {
+            return Ok(SyncReport {
+                still_pending: pending,
+                ..SyncReport::default()
+            });
+        }
+        let file = self.inbound.file();
+        let now = self.clock().now();
+        let mut report = fileio::write(file, OP, |c| {
+            iw::apply_final_acks(c, file, &finals, next_occurrence, now)
+        })?;
+        report.still_pending = pending.saturating_sub(report.completed.len() + report.failed.len());
+        Ok(report)
+    }
+
+    /// Outbound rows due for delivery: agent replies (`messages_out`) and the host's own
+    /// replies (`host_replies`), merged in seq order, with `deliver_after` unset or past, not
+    /// yet in `delivered`; at most `limit`.
+    ///
+    /// Cost follows what is undelivered, not history: a cursor per table in inbound.db marks
+    /// the seq below which everything is settled, and one window above it is read per table
+    /// (bounded in rows and bytes). A row not due yet is *held* (noted in inbound.db) and the
+    /// cursor passes it, so a reply scheduled far ahead never makes each pass re-read the rows
+    /// after it; held rows are delivered once due. A row of the container's that breaks a
+    /// limit (see [`crate::outbound_reader`]) is recorded failed (when its id can be named) and
+    /// passed too.
+    pub fn due_outbound(&self, limit: usize) -> Result<Vec<DueOutbound>> {
+        const OP: &str = "read due outbound";
+        let file = self.inbound.file();
+        let now = self.clock().now();
+        let now_ms = now.unix_millis();
+        let (out_cursor, host_rows, held_due) = fileio::read_own(file, OP, |c| {
+            let oc = iw::cursor(c, iw::CURSOR_MESSAGES_OUT)?;
+            let hc = iw::cursor(c, iw::CURSOR_HOST_REPLIES)?;
+            let rows = iw::host_replies_after(c, hc, DELIVERY_SCAN)?;
+            Ok((oc, rows, crate::bookkeeping::held_due(c, now_ms, DELIVERY_SCAN)?))
+        })?;
+        let container = self.outbound.messages_after(Seq(out_cursor), DELIVERY_SCAN)?;
+        let windows = [
+            Window {
+                source: OutboundSource::Container,
+                cut: container.more,
+                rows: container.rows,
+            },
+            Window {
+                source: OutboundSource::Host,
+                cut: host_rows.len() as i64 >= DELIVERY_SCAN,
+                rows: host_rows.into_iter().map(OutboundRow::Message).collect(),
+            },
+        ];
+        // Held rows that came due, read back by seq.
+        let (held_container, held_host): (Vec<_>, Vec<_>) = held_due
+            .iter()
+            .partition(|(source, _)| source == iw::CURSOR_MESSAGES_OUT);
+        let mut held_rows: Vec<(OutboundSource, OutboundRow)> = Vec::new();
+        if !held_container.is_empty() {
+            let seqs: Vec<Seq> = held_container.iter().map(|(_, s)| Seq(*s)).collect();
+            held_rows.extend(
+                self.outbound
+                    .messages_at(&seqs)?
+                    .into_iter()
+                    .map(|r| (OutboundSource::Container, r)),
+            );
+        }
+        if !held_host.is_empty() {
+            let seqs: Vec<i64> = held_host.iter().map(|(_, s)| *s).collect();
+            let rows = fileio::read_own(file, OP, |c| Ok(crate::bookkeeping::host_replies_at(c, &seqs)?))?;
+            held_rows.extend(
+                rows.into_iter()
+                    .map(|m| (OutboundSource::Host, OutboundRow::Message(m))),
+            );
+        }
+        let ids: Vec<String> = windows
+            .iter()
+            .flat_map(|w| w.rows.iter())
+            .chain(held_rows.iter().map(|(_, r)| r))
+            .filter_map(|r| match r {
+                OutboundRow::Message(m) => Some(m.id.clone()),
+                OutboundRow::Refused(r) => r.id.clone(),
+            })
+            .collect();
+        let (settled, attempts, held_now) = if ids.is_empty() {
+            Default::default()
+        } else {
+            fileio::read_own(file, OP, |c| {
+                Ok((
+                    iw::delivered_among(c, &ids)?,
+                    iw::attempts_among(c, &ids)?,
+                    crate::bookkeeping::held_among(c, &ids)?,
+                ))
+            })?
+        };
+        // Rows at or below the horizon are complete in both tables: merging them in seq order
+        // cannot skip an unread row of the other table.
+        let horizon = windows.iter().filter_map(Window::end).min();
+        let below = |seq: i64| horizon.is_none_or(|h| seq <= h);
+        let mut plan = Settle::default();
+        let mut due: Vec<DueOutbound> = Vec::new();
+        for w in &windows {
+            let mut passable = true;
+            for row in &w.rows {
+                let seq = row.seq().0;
+                let step = match row {
+                    OutboundRow::Refused(r) => {
+                        plan.refused.push(r.clone());
+                        true
+                    }
+                    OutboundRow::Message(m) if settled.contains_key(&m.id) => true,
+                    OutboundRow::Message(m) if held_now.contains(&m.id) => true,
+                    OutboundRow::Message(m) => match future_ms(m, now) {
+                        Some(at_ms) => {
+                            plan.hold.push((w.source, seq, m.id.clone(), at_ms));
+                            true
+                        }
+                        None => {
+                            if below(seq) {
+                                due.push(DueOutbound {
+                                    attempts: attempts.get(&m.id).copied().unwrap_or(0),
+                                    source: w.source,
+                                    message: m.clone(),
+                                });
+                            }
+                            false
+                        }
+                    },
+                };
+                passable &= step;
+                if passable {
+                    plan.advance(w.source, seq);
+                }
+            }
+        }
+        for (source, row) in held_rows {
+            match row {
+                OutboundRow::Message(m) if !settled.contains_key(&m.id) => {
+                    due.push(DueOutbound {
+                        attempts: attempts.get(&m.id).copied().unwrap_or(0),
+                        source,
+                        message: m,
+                    });
+                }
+                OutboundRow::Refused(r) => plan.refused.push(r),
+                OutboundRow::Message(_) => {}
+            }
+        }
+        plan.apply(&self.inbound, now)?;
+        due.sort_by_key(|d| d.message.seq);
+        due.dedup_by(|a, b| a.message.id == b.message.id);
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    /// Writes an attachment for the agent at `inbox/<message_id>/<name>`, refusing planted
+    /// symlinks, names that escape the folder and existing files (see [`crate::attachments`]).
+    pub fn write_inbox_attachment(
+        &self,
+        message_id: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<PathBuf> {
+        crate::attachments::write_inbox(&self.paths.dir, message_id, name, bytes)
+    }
+
+    /// Reads the attachments the agent produced for `message_id` (`outbox/<message_id>/` in
+    /// the container's area), bounded in count and size, refusing links, FIFOs and anything
+    /// but regular files (see [`crate::attachments`]).
+    pub fn read_outbox_attachments(&self, message_id: &str) -> Result<Vec<crate::Attachment>> {
+        crate::attachments::read_outbox(&self.paths.container_dir, message_id)
+    }
+}
+
+/// When `m` is not due yet: its `deliver_after` in Unix milliseconds.
+fn future_ms(m: &MessageOut, now: Timestamp) -> Option<i64> {
+    m.deliver_after
+        .as_ref()
+        .and_then(TimeText::instant)
+        .filter(|t| *t > now)
+        .map(Timestamp::unix_millis)
+}
+
+/// What one delivery pass writes back: cursors, rows to hold, rows refused.
+#[derive(Default)]
+struct Settle {
+    cursors: HashMap<&'static str, i64>,
+    hold: Vec<(OutboundSource, i64, String, i64)>,
+    refused: Vec<RefusedRow>,
+}
+
+impl Settle {
+    fn advance(&mut self, source: OutboundSource, seq: i64) {
+        let e = self.cursors.entry(source_name(source)).or_insert(seq);
+        *e = (*e).max(seq);
+    }
+
+    fn apply(self, inbound: &InboundWriter, now: Timestamp) -> Result<()> {
+        if self.cursors.is_empty() && self.hold.is_empty() && self.refused.is_empty() {
+            return Ok(());
+        }
+        for r in &self.refused {
+            tracing::warn!(
+                "outbound row seq {} ({}) refused: {}",
+                r.seq.0,
+                r.id.as_deref().unwrap_or("no valid id"),
+                r.reason
+            );
+        }
+        let mut seen = HashSet::new();
+        let refused: Vec<String> = self
+            .refused
+            .iter()
+            .filter_map(|r| r.id.clone())
+            .filter(|id| seen.insert(id.clone()))
+            .collect();
+        let hold: Vec<(&'static str, i64, String, i64)> = self
+            .hold
+            .into_iter()
+            .map(|(s, seq, id, at)| (source_name(s), seq, id, at))
+            .collect();
+        inbound.settle_delivery_pass(&self.cursors, &hold, &refused, now)
+    }
+}
