@@ -515,5 +515,8 @@ fn the_heartbeat_drives_the_stuck_decision_end_to_end_on_a_manual_clock() {
     assert!(due > clock.now(), "retried with a backoff");
     // The claim stays in the dead container's file, settled in the host's.
     let records = host.inbound().claim_records().unwrap();
-    assert!(records.iter().all(|r| r.settled) && !records.is_empty(), "{records:?}");
+    assert!(
+        records.iter().all(|r| r.settled) && !records.is_empty(),
+        "{records:?}"
+    );
 }

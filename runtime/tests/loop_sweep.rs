@@ -553,7 +553,10 @@ fn a_hot_outbound_journal_is_left_to_the_next_container() {
     let mut ctl = Fake::default();
     let r = sweep_session(&h, &mut ctl, &|_| None, SweepOptions::default()).unwrap();
     assert!(r.outbound_unreadable.is_some(), "{r:?}");
-    assert!(r.woke, "a due message wakes the container that will repair the file");
+    assert!(
+        r.woke,
+        "a due message wakes the container that will repair the file"
+    );
     assert!(
         sessionbus_schema::error::hot_journal(&s.paths.outbound).is_some(),
         "the host left the journal alone"

@@ -208,10 +208,12 @@ pub fn read_outbox(container_dir: &Path, message_id: &str) -> Result<Vec<Attachm
     let mut total: u64 = 0;
     for name in names {
         let path = folder_path.join(&name);
-        let text = name.to_str().ok_or_else(|| StoreError::Db(DbError::UnsafePath {
-            at: at(&path, OP),
-            detail: "the file name is not UTF-8".into(),
-        }))?;
+        let text = name.to_str().ok_or_else(|| {
+            StoreError::Db(DbError::UnsafePath {
+                at: at(&path, OP),
+                detail: "the file name is not UTF-8".into(),
+            })
+        })?;
         check_file_name(&path, OP, text)?;
         let (file, info) = folder
             .open_regular(&name)
@@ -219,7 +221,10 @@ pub fn read_outbox(container_dir: &Path, message_id: &str) -> Result<Vec<Attachm
         if info.size > MAX_ATTACHMENT_BYTES {
             return Err(StoreError::AttachmentsTooLarge {
                 at: at(&path, OP),
-                detail: format!("{} bytes, over the {MAX_ATTACHMENT_BYTES}-byte limit per file", info.size),
+                detail: format!(
+                    "{} bytes, over the {MAX_ATTACHMENT_BYTES}-byte limit per file",
+                    info.size
+                ),
             });
         }
         total = total.saturating_add(info.size);

@@ -9,7 +9,9 @@ use crate::model::*;
 use crate::rows::IN_CHUNK;
 use diesel::prelude::*;
 use diesel::SqliteConnection;
-use sessionbus_schema::inbound::{claim_records, delivered, held_outbound, host_replies, messages_in};
+use sessionbus_schema::inbound::{
+    claim_records, delivered, held_outbound, host_replies, messages_in,
+};
 use sessionbus_schema::Timestamp;
 use std::collections::{HashMap, HashSet};
 
@@ -206,7 +208,10 @@ pub(crate) fn unhold(c: &mut SqliteConnection, message_out_id: &str) -> QueryRes
 }
 
 /// Host replies with these seqs.
-pub(crate) fn host_replies_at(c: &mut SqliteConnection, seqs: &[i64]) -> QueryResult<Vec<MessageOut>> {
+pub(crate) fn host_replies_at(
+    c: &mut SqliteConnection,
+    seqs: &[i64],
+) -> QueryResult<Vec<MessageOut>> {
     let mut out = Vec::new();
     for chunk in seqs.chunks(IN_CHUNK) {
         let rows: Vec<crate::rows::HostReplyRow> = host_replies::table

@@ -37,10 +37,10 @@ impl ContainerSession {
     /// when it runs without a sandbox). Checks that this process can write its own area and
     /// outbound.db (when it exists: start-up creates it otherwise).
     pub fn with_paths(paths: SessionPaths, clock: Arc<dyn Clock>) -> Result<Self> {
-        check_writable(&paths.container_dir)?;
         if paths.outbound.exists() {
             check_writable(&paths.outbound)?;
         }
+        check_writable(&paths.container_dir)?;
         Ok(ContainerSession::over_files(
             paths.clone(),
             DbFile::new(&paths.inbound, FileKind::Inbound, Role::Container),

@@ -25,6 +25,10 @@ pub struct HostSession {
 /// [`crate::outbound_reader::MAX_PASS_BYTES`] may end a window sooner).
 const DELIVERY_SCAN: i64 = 1000;
 
+/// How many windows one delivery pass reads at most per table while catching up over rows
+/// that are all settled.
+const MAX_WINDOWS: usize = 64;
+
 /// How many rows scheduled for later one session may hold at once; a row past this is refused.
 pub const MAX_HELD_ROWS: i64 = 10_000;
 
@@ -185,18 +189,45 @@ impl HostSession {
     /// limit (see [`crate::outbound_reader`]) is recorded failed (when its id can be named) and
     /// passed too.
     pub fn due_outbound(&self, limit: usize) -> Result<Vec<DueOutbound>> {
-        const OP: &str = "read due outbound";
-        let file = self.inbound.file();
         let now = self.clock().now();
-        let now_ms = now.unix_millis();
-        let (out_cursor, host_rows, held_due) = fileio::read_own(file, OP, |c| {
-            let oc = iw::cursor(c, iw::CURSOR_MESSAGES_OUT)?;
-            let hc = iw::cursor(c, iw::CURSOR_HOST_REPLIES)?;
-            let rows = iw::host_replies_after(c, hc, DELIVERY_SCAN)?;
-            Ok((oc, rows, crate::bookkeeping::held_due(c, now_ms, DELIVERY_SCAN)?))
+        let mut plan = Settle::default();
+        let mut due = self.held_rows_due(now, &mut plan)?;
+        // Windows follow each other while every row of the last one could be passed (a host
+        // catching up over settled history); a pass reads at most MAX_WINDOWS of them.
+        let (mut out_cursor, mut host_cursor) =
+            fileio::read_own(self.inbound.file(), "read delivery cursors", |c| {
+                Ok((
+                    iw::cursor(c, iw::CURSOR_MESSAGES_OUT)?,
+                    iw::cursor(c, iw::CURSOR_HOST_REPLIES)?,
+                ))
+            })?;
+        for _ in 0..MAX_WINDOWS {
+            let windows = self.read_windows(out_cursor, host_cursor)?;
+            let caught_up = self.walk_windows(&windows, now, &mut plan, &mut due)?;
+            match caught_up {
+                Some((o, h)) if due.len() < limit => {
+                    out_cursor = o.unwrap_or(out_cursor);
+                    host_cursor = h.unwrap_or(host_cursor);
+                }
+                _ => break,
+            }
+        }
+        plan.apply(&self.inbound, now)?;
+        due.sort_by_key(|d| d.message.seq);
+        due.dedup_by(|a, b| a.message.id == b.message.id);
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    /// One window per table above the cursors.
+    fn read_windows(&self, out_cursor: i64, host_cursor: i64) -> Result<[Window; 2]> {
+        let container = self
+            .outbound
+            .messages_after(Seq(out_cursor), DELIVERY_SCAN)?;
+        let host_rows = fileio::read_own(self.inbound.file(), "read host replies", |c| {
+            Ok(iw::host_replies_after(c, host_cursor, DELIVERY_SCAN)?)
         })?;
-        let container = self.outbound.messages_after(Seq(out_cursor), DELIVERY_SCAN)?;
-        let windows = [
+        Ok([
             Window {
                 source: OutboundSource::Container,
                 cut: container.more,
@@ -207,33 +238,23 @@ impl HostSession {
                 cut: host_rows.len() as i64 >= DELIVERY_SCAN,
                 rows: host_rows.into_iter().map(OutboundRow::Message).collect(),
             },
-        ];
-        // Held rows that came due, read back by seq.
-        let (held_container, held_host): (Vec<_>, Vec<_>) = held_due
-            .iter()
-            .partition(|(source, _)| source == iw::CURSOR_MESSAGES_OUT);
-        let mut held_rows: Vec<(OutboundSource, OutboundRow)> = Vec::new();
-        if !held_container.is_empty() {
-            let seqs: Vec<Seq> = held_container.iter().map(|(_, s)| Seq(*s)).collect();
-            held_rows.extend(
-                self.outbound
-                    .messages_at(&seqs)?
-                    .into_iter()
-                    .map(|r| (OutboundSource::Container, r)),
-            );
-        }
-        if !held_host.is_empty() {
-            let seqs: Vec<i64> = held_host.iter().map(|(_, s)| *s).collect();
-            let rows = fileio::read_own(file, OP, |c| Ok(crate::bookkeeping::host_replies_at(c, &seqs)?))?;
-            held_rows.extend(
-                rows.into_iter()
-                    .map(|m| (OutboundSource::Host, OutboundRow::Message(m))),
-            );
-        }
+        ])
+    }
+
+    /// Sorts one pair of windows into due rows, rows to hold, refused rows and cursor moves.
+    /// Returns the new cursors when another window should be read (some table was cut and
+    /// every row of both windows could be passed), else `None`.
+    #[allow(clippy::type_complexity)]
+    fn walk_windows(
+        &self,
+        windows: &[Window; 2],
+        now: Timestamp,
+        plan: &mut Settle,
+        due: &mut Vec<DueOutbound>,
+    ) -> Result<Option<(Option<i64>, Option<i64>)>> {
         let ids: Vec<String> = windows
             .iter()
             .flat_map(|w| w.rows.iter())
-            .chain(held_rows.iter().map(|(_, r)| r))
             .filter_map(|r| match r {
                 OutboundRow::Message(m) => Some(m.id.clone()),
                 OutboundRow::Refused(r) => r.id.clone(),
@@ -242,7 +263,7 @@ impl HostSession {
         let (settled, attempts, held_now) = if ids.is_empty() {
             Default::default()
         } else {
-            fileio::read_own(file, OP, |c| {
+            fileio::read_own(self.inbound.file(), "read delivery state", |c| {
                 Ok((
                     iw::delivered_among(c, &ids)?,
                     iw::attempts_among(c, &ids)?,
@@ -254,9 +275,9 @@ impl HostSession {
         // cannot skip an unread row of the other table.
         let horizon = windows.iter().filter_map(Window::end).min();
         let below = |seq: i64| horizon.is_none_or(|h| seq <= h);
-        let mut plan = Settle::default();
-        let mut due: Vec<DueOutbound> = Vec::new();
-        for w in &windows {
+        let mut all_passed = true;
+        let mut ends = [None, None];
+        for (w, end) in windows.iter().zip(ends.iter_mut()) {
             let mut passable = true;
             for row in &w.rows {
                 let seq = row.seq().0;
@@ -287,26 +308,74 @@ impl HostSession {
                 passable &= step;
                 if passable {
                     plan.advance(w.source, seq);
+                    *end = Some(seq);
                 }
             }
+            all_passed &= passable;
         }
-        for (source, row) in held_rows {
+        let more = windows.iter().any(|w| w.cut);
+        Ok((all_passed && more).then_some((ends[0], ends[1])))
+    }
+
+    /// Held rows whose time has come, read back by seq (refused ones noted in `plan`).
+    fn held_rows_due(&self, now: Timestamp, plan: &mut Settle) -> Result<Vec<DueOutbound>> {
+        let file = self.inbound.file();
+        let held = fileio::read_own(file, "read held rows", |c| {
+            Ok(crate::bookkeeping::held_due(
+                c,
+                now.unix_millis(),
+                DELIVERY_SCAN,
+            )?)
+        })?;
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (container, host): (Vec<_>, Vec<_>) = held
+            .iter()
+            .partition(|(source, _)| source == iw::CURSOR_MESSAGES_OUT);
+        let mut rows: Vec<(OutboundSource, OutboundRow)> = Vec::new();
+        if !container.is_empty() {
+            let seqs: Vec<Seq> = container.iter().map(|(_, s)| Seq(*s)).collect();
+            rows.extend(
+                self.outbound
+                    .messages_at(&seqs)?
+                    .into_iter()
+                    .map(|r| (OutboundSource::Container, r)),
+            );
+        }
+        if !host.is_empty() {
+            let seqs: Vec<i64> = host.iter().map(|(_, s)| *s).collect();
+            let found = fileio::read_own(file, "read held rows", |c| {
+                Ok(crate::bookkeeping::host_replies_at(c, &seqs)?)
+            })?;
+            rows.extend(
+                found
+                    .into_iter()
+                    .map(|m| (OutboundSource::Host, OutboundRow::Message(m))),
+            );
+        }
+        let ids: Vec<String> = rows
+            .iter()
+            .filter_map(|(_, r)| match r {
+                OutboundRow::Message(m) => Some(m.id.clone()),
+                OutboundRow::Refused(_) => None,
+            })
+            .collect();
+        let (settled, attempts) = fileio::read_own(file, "read delivery state", |c| {
+            Ok((iw::delivered_among(c, &ids)?, iw::attempts_among(c, &ids)?))
+        })?;
+        let mut due = Vec::new();
+        for (source, row) in rows {
             match row {
-                OutboundRow::Message(m) if !settled.contains_key(&m.id) => {
-                    due.push(DueOutbound {
-                        attempts: attempts.get(&m.id).copied().unwrap_or(0),
-                        source,
-                        message: m,
-                    });
-                }
+                OutboundRow::Message(m) if !settled.contains_key(&m.id) => due.push(DueOutbound {
+                    attempts: attempts.get(&m.id).copied().unwrap_or(0),
+                    source,
+                    message: m,
+                }),
                 OutboundRow::Refused(r) => plan.refused.push(r),
                 OutboundRow::Message(_) => {}
             }
         }
-        plan.apply(&self.inbound, now)?;
-        due.sort_by_key(|d| d.message.seq);
-        due.dedup_by(|a, b| a.message.id == b.message.id);
-        due.truncate(limit);
         Ok(due)
     }
 

@@ -251,7 +251,9 @@ impl InboundWriter {
     /// Applies the sweep's retries and failures in one transaction. Only rows still
     /// `pending` change; returns how many did.
     pub fn apply_retries(&self, updates: &[RetryUpdate]) -> Result<usize> {
-        fileio::write(&self.file, "apply retries", |c| Ok(apply_retries_on(c, updates)?))
+        fileio::write(&self.file, "apply retries", |c| {
+            Ok(apply_retries_on(c, updates)?)
+        })
     }
 
     /// Sets a message's status (pausing or resuming it, say).
@@ -358,11 +360,14 @@ impl InboundWriter {
 
 /// Applies retries and failures to rows still pending (inside the caller's transaction).
 /// `process_after` keeps milliseconds: a backoff of 500 ms is not rounded to a whole second.
-pub(crate) fn apply_retries_on(c: &mut SqliteConnection, updates: &[RetryUpdate]) -> QueryResult<usize> {
+pub(crate) fn apply_retries_on(
+    c: &mut SqliteConnection,
+    updates: &[RetryUpdate],
+) -> QueryResult<usize> {
     let mut n = 0;
     for u in updates {
-        let pending = messages_in::table
-            .filter(messages_in::status.eq(MessageStatus::Pending.as_str()));
+        let pending =
+            messages_in::table.filter(messages_in::status.eq(MessageStatus::Pending.as_str()));
         n += match u {
             RetryUpdate::Retry {
                 id,

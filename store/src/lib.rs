@@ -65,13 +65,13 @@ pub mod stamp;
 pub mod validate;
 
 pub use attachments::Attachment;
+pub use bookkeeping::ClaimRecord;
+pub use container_session::ContainerSession;
 pub use error::{Result, StoreError};
+pub use host_session::{HostSession, MAX_HELD_ROWS};
 pub use inbound_reader::InboundReader;
 pub use inbound_writer::{InboundWriter, NextOccurrence, SyncReport};
 pub use model::*;
-pub use bookkeeping::ClaimRecord;
-pub use container_session::ContainerSession;
-pub use host_session::{HostSession, MAX_HELD_ROWS};
 pub use outbound_reader::{OutboundReader, OutboundRow, OutboundWindow, RefusedRow};
 pub use outbound_writer::{continuation_key, OutboundWriter, LEGACY_CONTINUATION_KEY};
 pub use paths::{Layout, SessionPaths, CONTAINER_AREA, WORKSPACE};

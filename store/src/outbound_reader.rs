@@ -235,9 +235,11 @@ impl OutboundReader {
         OutboundReader { file }
     }
 
-    /// The file this reads (its path, kind and role; it opens only read-only connections).
-    pub fn file(&self) -> &DbFile {
-        &self.file
+    /// The path of the file this reads. (The `DbFile` itself is not handed out: it could be
+    /// asked for a writer, and the host has no business holding one for the container's file;
+    /// the schema layer refuses that too.)
+    pub fn path(&self) -> &std::path::Path {
+        self.file.path()
     }
 
     /// `processing` acks (claims), at most [`MAX_CLAIMS_READ`] of them, bounded like every

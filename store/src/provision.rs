@@ -123,7 +123,10 @@ pub fn provision(
 
 /// Creates the container's area with its outbound.db and `outbox/`, on the container's behalf
 /// (the older container expects the host to create its tables).
-fn create_area(paths: &SessionPaths, now: sessionbus_schema::Timestamp) -> Result<MigrationOutcome> {
+fn create_area(
+    paths: &SessionPaths,
+    now: sessionbus_schema::Timestamp,
+) -> Result<MigrationOutcome> {
     std::fs::create_dir(&paths.container_dir).map_err(io_err(&paths.container_dir))?;
     set_mode(&paths.container_dir, 0o755).map_err(io_err(&paths.container_dir))?;
     let out = migrate::migrate(
@@ -139,7 +142,10 @@ fn create_area(paths: &SessionPaths, now: sessionbus_schema::Timestamp) -> Resul
 fn ensure_real_dir(path: &Path) -> Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(unsafe_path(path, "expected a folder, found a file or a link")),
+        Ok(_) => Err(unsafe_path(
+            path,
+            "expected a folder, found a file or a link",
+        )),
         Err(e) => Err(io_err(path)(e)),
     }
 }

@@ -7,7 +7,8 @@
 //!   set session state, set a tool in flight, or delete claims;
 //! - a `HostSession` cannot hand out (nor build) an `OutboundWriter`, a `ContainerSession`
 //!   cannot hand out an `InboundWriter`;
-//! - `NoContainerRunning` cannot be made with a struct literal (its field is private).
+//! - the host's reader of outbound.db cannot be turned into a writer through its `DbFile`
+//!   (`host.outbound().file().open_writer(..)` does not compile: the file is not handed out).
 //!
 //! The snapshots are tied to the one toolchain of this machine (rustc 1.95). Regenerate them
 //! with `TRYBUILD=overwrite cargo test -p sessionbus-store --test compile_fail` after a

@@ -200,7 +200,13 @@ fn provisioned_ownership_lets_an_unprivileged_container_start() {
         &SystemClock,
     )
     .unwrap();
-    assert_eq!(std::fs::metadata(&paths.dir).unwrap().uid(), NOBODY);
+    // The host's folder stays the host's; the container owns its area and what is in it.
+    let dir = std::fs::metadata(&paths.dir).unwrap();
+    assert_eq!((dir.uid(), dir.mode() & 0o777), (0, 0o755));
+    assert_eq!(
+        std::fs::metadata(&paths.container_dir).unwrap().uid(),
+        NOBODY
+    );
     assert_eq!(std::fs::metadata(&paths.outbound).unwrap().uid(), NOBODY);
     assert_eq!(std::fs::metadata(&paths.outbox).unwrap().uid(), NOBODY);
     let inbound = std::fs::metadata(&paths.inbound).unwrap();

@@ -23,7 +23,10 @@ fn provision_creates_both_files_in_the_split_layout_and_is_idempotent() {
     assert_eq!(SessionPaths::for_host(&paths.dir).layout, Layout::Split);
     let again = provision(&paths, None, &SystemClock).unwrap();
     assert!(!again.inbound.changed());
-    assert!(again.outbound.is_none(), "an existing area is the container's: untouched");
+    assert!(
+        again.outbound.is_none(),
+        "an existing area is the container's: untouched"
+    );
 }
 
 #[test]

@@ -11,8 +11,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use sessionbus_schema::{DbError, DbFile, FileKind, Role};
 use sessionbus_store::{
-    AckStatus, ContainerSession, Destination, DestinationType, HostSession, NewHostReply,
-    Routing, Seq, SessionPaths, StoreError, SystemClock,
+    AckStatus, ContainerSession, Destination, DestinationType, HostSession, NewHostReply, Routing,
+    Seq, SessionPaths, StoreError, SystemClock,
 };
 use sessionbus_testkit::{message, reply, TempSession};
 use std::collections::BTreeSet;
@@ -213,10 +213,19 @@ fn raw_writes_through_the_host_outbound_reader_fail_read_only() {
         reader.with_raw_connection(|c| diesel::sql_query("DELETE FROM processing_ack").execute(c)),
         "DELETE through the outbound reader",
     );
-    expect_read_only(
-        reader.with_raw_connection(|c| c.batch_execute("PRAGMA journal_mode = WAL")),
-        "PRAGMA journal_mode=WAL through the outbound reader",
-    );
+    // The host's connection runs on the untrusted-file VFS, which has no shared memory:
+    // SQLite cannot switch it to WAL and keeps the mode as it is (checked below, on disk).
+    #[derive(QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = Text)]
+        journal_mode: String,
+    }
+    let mode = reader
+        .with_raw_connection(|c| {
+            diesel::sql_query("PRAGMA journal_mode = WAL").get_result::<Mode>(c)
+        })
+        .unwrap();
+    assert_eq!(mode.journal_mode, "delete");
     expect_read_only(
         reader.with_raw_connection(|c| {
             c.batch_execute("PRAGMA query_only = OFF")?;
@@ -388,7 +397,7 @@ fn the_container_works_on_an_inbound_db_in_a_read_only_folder() {
     // The container owns its folder and outbound.db.
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        for p in [&session.dir, &session.outbound, &session.outbox] {
+        for p in [&session.container_dir, &session.outbound, &session.outbox] {
             std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
         }
     }
@@ -897,7 +906,7 @@ fn assert_child_died_mid_transaction(out: &Output) {
 #[test]
 fn a_container_killed_mid_transaction_leaves_a_hot_journal_the_host_reports_and_recovers() {
     if child_role().as_deref() == Some("die-writing-outbound") {
-        die_mid_transaction(&child_dir().join("outbound.db"), "messages_out");
+        die_mid_transaction(&SessionPaths::new(child_dir()).outbound, "messages_out");
     }
     let s = TempSession::new();
     let host = s.host();
@@ -918,7 +927,7 @@ fn a_container_killed_mid_transaction_leaves_a_hot_journal_the_host_reports_and_
         s.dir(),
     );
     assert_child_died_mid_transaction(&out);
-    let journal = s.dir().join("outbound.db-journal");
+    let journal = s.container_dir().join("outbound.db-journal");
     assert!(journal.exists(), "no journal left behind");
 
     // The host's reads get the retryable error (after the store's brief internal retry).

@@ -246,8 +246,21 @@ struct PlanRow {
     detail: String,
 }
 
+thread_local! {
+    /// The real outbound.db of the session under measure: the host's connections to it run on
+    /// the untrusted-file VFS, whose URLs name a registry token instead of the file.
+    static OUTBOUND: std::cell::RefCell<Option<std::path::PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
 /// A read-only connection to the file behind a captured connection URL.
 fn reopen(url: &str) -> SqliteConnection {
+    if url.contains("/sessionbus-untrusted/") {
+        let real = OUTBOUND
+            .with(|o| o.borrow().clone())
+            .expect("the session's outbound.db is set before measuring");
+        let uri = format!("file:{}?mode=ro", real.display());
+        return SqliteConnection::establish(&uri).unwrap();
+    }
     let base = url.split('?').next().unwrap();
     SqliteConnection::establish(&format!("{base}?mode=ro")).unwrap()
 }
@@ -424,6 +437,7 @@ fn add_new_work(s: &TempSession) {
 
 /// Every poll of both sides, each measured on its own. `sync_acks` last: it changes state.
 fn run_polls(s: &TempSession) -> Vec<Measured> {
+    OUTBOUND.with(|o| *o.borrow_mut() = Some(s.paths.outbound.clone()));
     let host = s.host();
     let container = s.container();
     let old_reply = host.outbound().messages_after(Seq(0), 1).unwrap().rows[0].seq();
@@ -485,9 +499,8 @@ fn session_with_history(n: usize) -> TempSession {
         t
     });
     let s = TempSession::new();
-    for f in ["inbound.db", "outbound.db"] {
-        std::fs::copy(template.dir().join(f), s.dir().join(f)).unwrap();
-    }
+    std::fs::copy(&template.paths.inbound, &s.paths.inbound).unwrap();
+    std::fs::copy(&template.paths.outbound, &s.paths.outbound).unwrap();
     if n > 100 {
         repeat_history(&s, n / 100);
         assert!(s.host().due_outbound(10).unwrap().is_empty());
@@ -619,6 +632,7 @@ fn poll_work_does_not_grow_with_history() {
 #[test]
 fn the_checks_catch_a_real_full_scan() {
     let s = session_with_history(100);
+    OUTBOUND.with(|o| *o.borrow_mut() = Some(s.paths.outbound.clone()));
     let host = s.host();
     let m = measure("a deliberately bad read", || {
         host.outbound()

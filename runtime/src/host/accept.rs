@@ -54,4 +54,3 @@ pub fn accept_chat(
         }
     }
 }
-

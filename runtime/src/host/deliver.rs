@@ -66,4 +66,3 @@ pub fn deliver_session(
     }
     Ok(report)
 }
-

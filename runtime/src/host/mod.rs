@@ -13,7 +13,7 @@ mod sweep;
 mod sweeper;
 
 pub use accept::{accept_chat, Accepted};
-pub use deliver::{deliver_session, DeliveryReport, Deliverer};
+pub use deliver::{deliver_session, Deliverer, DeliveryReport};
 pub use sweep::{decide_now, sweep_session, SweepOptions, SweepReport};
 pub use sweeper::{SweepOutcome, Sweeper};
 
@@ -67,4 +67,3 @@ pub fn for_each_session<T>(
         })
         .collect()
 }
-

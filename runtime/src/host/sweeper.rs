@@ -91,8 +91,7 @@ impl Sweeper {
         let running_now = control.is_running(&paths);
         // Quiet: nothing pending (read by the sweep's own ack sync) and nothing claimed. A
         // message or claim written since changed a counter read above.
-        let quiet_tool = if report.acks.still_pending == 0 && report.outbound_unreadable.is_none()
-        {
+        let quiet_tool = if report.acks.still_pending == 0 && report.outbound_unreadable.is_none() {
             Some(tool_in_flight(host.outbound().container_state()?))
         } else {
             None
