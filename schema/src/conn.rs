@@ -187,11 +187,11 @@ impl DbFile {
         self.budget
     }
 
-    /// Whether this is the host's view of the container's file (`outbound.db` opened by the
-    /// host): written by a party the host does not trust, so opened only through
-    /// [`crate::untrusted`] and never for writing.
+    /// Whether this is the host side's view of the container's file (`outbound.db` opened by
+    /// the host or an operator tool, both of which run as root next to the container): written
+    /// by a party the host does not trust, so opened only through [`crate::untrusted`].
     pub fn is_untrusted(&self) -> bool {
-        self.role == Role::Host && self.kind == FileKind::Outbound && self.is_file()
+        self.role != Role::Container && self.kind == FileKind::Outbound && self.is_file()
     }
 
     /// The same file, opened by another role.

@@ -184,8 +184,6 @@ impl ContainerSession {
     }
 }
 
-/// Fails with [`StoreError::NotWritable`] when this process cannot write `path` (it must
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,6 +50,7 @@
 pub mod attachments;
 mod bookkeeping;
 mod container_session;
+mod convert;
 pub mod error;
 mod fileio;
 mod host_session;
@@ -67,6 +68,7 @@ pub mod validate;
 pub use attachments::Attachment;
 pub use bookkeeping::ClaimRecord;
 pub use container_session::ContainerSession;
+pub use convert::{convert_to_split, ContainerStopped, Converted};
 pub use error::{Result, StoreError};
 pub use host_session::{HostSession, MAX_HELD_ROWS};
 pub use inbound_reader::InboundReader;

@@ -24,7 +24,6 @@ use clap::Args;
 use diesel::prelude::*;
 use serde::Serialize;
 use sessionbus_runtime::heartbeat;
-use sessionbus_runtime::host::decide_now;
 use sessionbus_runtime::liveness::{self, StuckDecision, ToolInFlight};
 use sessionbus_schema::conn::{sniff_header, FileHeader};
 use sessionbus_schema::error::hot_journal;
@@ -32,7 +31,6 @@ use sessionbus_schema::inbound::{delivered, delivery_attempts, host_replies, mes
 use sessionbus_schema::migrate::{self, FileState};
 use sessionbus_schema::outbound::{container_state, messages_out, processing_ack};
 use sessionbus_schema::{Clock, DbError, DbFile, FileKind, Role, SystemClock, Timestamp};
-use sessionbus_store::HostSession;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -345,8 +343,10 @@ pub fn inspect(dir: &Path, now: Timestamp) -> Result<InspectReport, InspectError
         }
     }
     let mut problems = Vec::new();
-    let (in_file, mut in_reader) = open_file(dir, FileKind::Inbound, &mut problems);
-    let (out_file, mut out_reader) = open_file(dir, FileKind::Outbound, &mut problems);
+    let paths = sessionbus_store::SessionPaths::for_host(dir);
+    let (in_file, mut in_reader) = open_file(dir, &paths.inbound, FileKind::Inbound, &mut problems);
+    let (out_file, mut out_reader) =
+        open_file(dir, &paths.outbound, FileKind::Outbound, &mut problems);
 
     let inbound = in_reader.as_mut().and_then(|r| {
         read_inbound(&mut r.conn, now)
@@ -391,7 +391,7 @@ pub fn inspect(dir: &Path, now: Timestamp) -> Result<InspectReport, InspectError
         v
     });
 
-    let hb_path = heartbeat::heartbeat_path(dir);
+    let hb_path = paths.heartbeat.clone();
     let mtime = match heartbeat::mtime(&hb_path) {
         Ok(m) => m,
         Err(e) => {
@@ -419,40 +419,34 @@ pub fn inspect(dir: &Path, now: Timestamp) -> Result<InspectReport, InspectError
                 .collect()
         })
         .unwrap_or_default();
-    let stuck_decision = match (out_snapshot, &outbound) {
-        (Some(false), Some(_)) => {
-            let host = HostSession::with_clock(dir, std::sync::Arc::new(FixedClock(now)));
-            match decide_now(&host) {
-                Ok(d) => Some(decision_report(&d, "decide_now", would_retry)),
-                Err(e) => {
-                    problems.push(format!("cannot take the stuck decision: {e}"));
-                    None
-                }
-            }
-        }
-        (Some(true), Some(out)) => {
-            // A WAL file: decide from the snapshot with the sweep's own pure rule.
-            let tool = out.tool.as_ref().map(|t| ToolInFlight {
-                name: t.name.clone(),
-                declared_timeout_ms: t.declared_timeout_ms,
-                started_at: t
-                    .started_at
-                    .as_deref()
-                    .and_then(|s| Timestamp::parse(s).ok()),
-            });
-            let claims: Vec<liveness::Claim> = out
-                .claims
-                .iter()
-                .map(|c| liveness::Claim {
-                    message_id: c.message_id.clone(),
-                    claimed_at: Timestamp::parse(&c.claimed_at).unwrap_or(now),
-                })
-                .collect();
-            let d = liveness::decide(now, mtime, tool.as_ref(), &claims);
-            Some(decision_report(&d, "snapshot", would_retry))
-        }
-        _ => None,
-    };
+    // The sweep's own pure rule on what was read (decide_now would open inbound.db as its
+    // writer, and inspect writes nothing).
+    let stuck_decision = outbound.as_ref().map(|out| {
+        let tool = out.tool.as_ref().map(|t| ToolInFlight {
+            name: t.name.clone(),
+            declared_timeout_ms: t.declared_timeout_ms,
+            started_at: t
+                .started_at
+                .as_deref()
+                .and_then(|s| Timestamp::parse(s).ok()),
+        });
+        let claims: Vec<liveness::Claim> = out
+            .claims
+            .iter()
+            .filter(|c| c.status.as_deref().is_none_or(|s| s == "pending"))
+            .map(|c| liveness::Claim {
+                message_id: c.message_id.clone(),
+                claimed_at: Timestamp::parse(&c.claimed_at).unwrap_or(Timestamp::EPOCH),
+            })
+            .collect();
+        let d = liveness::decide(now, mtime, tool.as_ref(), &claims);
+        let how = if out_snapshot == Some(true) {
+            "snapshot"
+        } else {
+            "decide"
+        };
+        decision_report(&d, how, would_retry)
+    });
 
     Ok(InspectReport {
         session: dir.to_path_buf(),
@@ -466,15 +460,6 @@ pub fn inspect(dir: &Path, now: Timestamp) -> Result<InspectReport, InspectError
         stuck_decision,
         problems,
     })
-}
-
-/// A clock stopped at the report's instant, so every age in it is measured from one "now".
-struct FixedClock(Timestamp);
-
-impl Clock for FixedClock {
-    fn now(&self) -> Timestamp {
-        self.0
-    }
 }
 
 fn decision_report(
@@ -506,10 +491,11 @@ fn migrate_hint(dir: &Path) -> String {
 /// Returns a reader when its content can be read.
 fn open_file(
     dir: &Path,
+    path: &Path,
     kind: FileKind,
     problems: &mut Vec<String>,
 ) -> (FileReport, Option<Reader>) {
-    let path = dir.join(kind.file_name());
+    let path = path.to_path_buf();
     let name = kind.file_name();
     let side = match kind {
         FileKind::Inbound => "the host",

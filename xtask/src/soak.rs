@@ -613,7 +613,7 @@ impl Driver {
                     return Ok(false);
                 }
                 let (i, pid) = running[self.rng.below(running.len())];
-                let outbound = self.layout.session(i).join("outbound.db");
+                let outbound = SessionPaths::new(self.layout.session(i)).outbound;
                 self.maybe_wait_for_write_lock(pid, &[outbound]);
                 os::kill9(pid);
                 let txn = self.journal_left(i, "outbound.db");
@@ -632,7 +632,7 @@ impl Driver {
                     .filter(|i| self.healthy(*i))
                     .flat_map(|i| {
                         let dir = self.layout.session(i);
-                        [dir.join("inbound.db"), dir.join("outbound.db")]
+                        [dir.join("inbound.db"), SessionPaths::new(&dir).outbound]
                     })
                     .collect();
                 self.maybe_wait_for_write_lock(h.id() as i32, &files);
@@ -689,7 +689,7 @@ impl Driver {
                 let (i, pid) = running[self.rng.below(running.len())];
                 // Half the time, freeze it while it commits, holding outbound.db's EXCLUSIVE
                 // lock (a VM pause or a disk hanging in fsync): every reader of its file waits.
-                let outbound = self.layout.session(i).join("outbound.db");
+                let outbound = SessionPaths::new(self.layout.session(i)).outbound;
                 let mut holding = false;
                 if self.rng.chance(0.5) {
                     let end = Instant::now() + Duration::from_secs(5);
@@ -787,14 +787,13 @@ impl Driver {
                     return Ok(true);
                 }
                 let i = self.cfg.sessions - 1;
-                let dir = self.layout.session(i);
-                let file = if self.rng.chance(0.5) {
-                    "inbound.db"
+                let paths = SessionPaths::new(self.layout.session(i));
+                let (file, target) = if self.rng.chance(0.5) {
+                    ("inbound.db", paths.inbound)
                 } else {
-                    "outbound.db"
+                    ("outbound.db", paths.outbound)
                 };
-                let target = dir.join(file);
-                let tmp = dir.join(format!("{file}.swap"));
+                let tmp = target.with_extension("db.swap");
                 let how = if self.rng.chance(0.5) {
                     let mut junk = vec![0u8; 16 * 1024];
                     self.rng.fill(&mut junk);

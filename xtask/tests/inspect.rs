@@ -180,7 +180,7 @@ fn a_busy_session_is_reported_in_full_and_left_untouched() {
     );
     assert!(v["heartbeat"]["age_ms"].as_i64().unwrap() >= 0);
     assert_eq!(v["stuck_decision"]["decision"], "healthy");
-    assert_eq!(v["stuck_decision"]["from"], "decide_now");
+    assert_eq!(v["stuck_decision"]["from"], "decide");
     assert_eq!(v["stuck_decision"]["would_retry"][0], "m1");
     assert_eq!(v["problems"].as_array().unwrap().len(), 0);
 }
@@ -218,7 +218,7 @@ fn an_old_claim_with_no_heartbeat_since_is_reported_as_a_kill() {
 fn a_hot_journal_is_reported_not_rolled_back() {
     let (_root, paths) = busy_session();
     leave_hot_journal(&paths.outbound);
-    let journal = paths.dir.join("outbound.db-journal");
+    let journal = paths.container_dir.join("outbound.db-journal");
     assert!(journal.exists());
 
     let (t, j) = inspect_read_only(&paths.dir);

@@ -38,7 +38,7 @@ pub struct Sweeper {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SweepOutcome {
     /// A full [`sweep_session`] ran.
-    Full(SweepReport),
+    Full(Box<SweepReport>),
     /// Nothing changed since the session was found quiet: no file was opened.
     Quiet,
 }
@@ -108,7 +108,7 @@ impl Sweeper {
                 },
             );
         }
-        Ok(SweepOutcome::Full(report))
+        Ok(SweepOutcome::Full(Box::new(report)))
     }
 
     /// Forgets what the sweeper knows about a session (after the caller changed it behind the

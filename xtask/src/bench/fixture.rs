@@ -3,7 +3,7 @@
 
 use super::{err, BenchResult};
 use rusqlite::{params, Connection};
-use sessionbus_schema::{Clock, FileKind, SystemClock, Timestamp};
+use sessionbus_schema::{Clock, SystemClock, Timestamp};
 use sessionbus_store::{provision, HostSession, SessionPaths};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,14 +72,9 @@ impl Sessions {
 }
 
 fn copy_session(from: &SessionPaths, to: &SessionPaths) -> BenchResult<()> {
-    std::fs::create_dir_all(&to.dir).map_err(err)?;
-    for kind in [FileKind::Inbound, FileKind::Outbound] {
-        std::fs::copy(
-            from.dir.join(kind.file_name()),
-            to.dir.join(kind.file_name()),
-        )
-        .map_err(err)?;
-    }
+    std::fs::create_dir_all(&to.container_dir).map_err(err)?;
+    std::fs::copy(&from.inbound, &to.inbound).map_err(err)?;
+    std::fs::copy(&from.outbound, &to.outbound).map_err(err)?;
     std::fs::create_dir_all(&to.inbox).map_err(err)?;
     std::fs::create_dir_all(&to.outbox).map_err(err)?;
     Ok(())

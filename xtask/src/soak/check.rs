@@ -234,7 +234,7 @@ pub fn settled(layout: &Layout, sessions: &[usize]) -> bool {
         let dir = layout.session(*i);
         let attempt = || -> Result<bool, String> {
             let inbound = open_ro(&dir.join("inbound.db"))?;
-            let outbound = open_ro(&dir.join("outbound.db"))?;
+            let outbound = open_ro(&sessionbus_store::SessionPaths::new(&dir).outbound)?;
             let pending = count(
                 &inbound,
                 "SELECT count(*) FROM messages_in \
@@ -481,7 +481,7 @@ fn check_session(
     let sid = Layout::sid(i);
     let dir = layout.session(i);
     let inbound_path = dir.join("inbound.db");
-    let outbound_path = dir.join("outbound.db");
+    let outbound_path = sessionbus_store::SessionPaths::new(&dir).outbound;
 
     // Roll back what killed writers left, the library's way (its writer open), then check.
     for (path, kind) in [
