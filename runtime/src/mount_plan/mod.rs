@@ -57,7 +57,7 @@ mod layout;
 mod paths;
 mod plan;
 
-pub use command::{BwrapCommand, DockerRunCommand};
+pub use command::{BwrapCommand, DockerRunCommand, DEFAULT_BWRAP};
 pub use layout::*;
 pub use paths::{ContainerPath, ContainerPathError, MAX_PATH_BYTES};
 pub use plan::{MountPlan, MountPlanBuilder};
