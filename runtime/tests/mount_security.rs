@@ -263,7 +263,7 @@ fn relative_paths_dotdot_colon_and_nul_are_rejected() {
     let data = mkdirs(&base.join("data"));
     let list = allow(vec![root(&data, true)]);
     let nul_host = PathBuf::from(std::ffi::OsStr::from_bytes(b"/data/a\0b"));
-    let cases: Vec<(AdditionalMount, fn(&RejectReason) -> bool)> = vec![
+    let cases: Vec<(AdditionalMount, Expect)> = vec![
         (mount("data/x", None, true), |r| {
             *r == RejectReason::NotAbsolute
         }),
@@ -301,6 +301,9 @@ fn relative_paths_dotdot_colon_and_nul_are_rejected() {
         assert!(v.rejected[0].to_string().contains("additional mount"));
     }
 }
+
+/// What a rejection must look like.
+type Expect = fn(&RejectReason) -> bool;
 
 fn invalid_container_path(r: &RejectReason) -> bool {
     matches!(r, RejectReason::InvalidContainerPath { .. })

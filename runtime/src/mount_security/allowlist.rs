@@ -171,42 +171,30 @@ impl MountAllowlist {
     /// world-writable or owned by anyone but root or the host's user, one over
     /// [`MAX_ALLOWLIST_BYTES`], and malformed JSON.
     pub fn load(path: &Path) -> Result<Self, AllowlistError> {
-        let err = |op| {
-            move |source: std::io::Error| AllowlistError::Read {
-                path: path.to_path_buf(),
-                op,
-                source,
-            }
-        };
-        let not_found = || AllowlistError::NotFound {
-            path: path.to_path_buf(),
-        };
         // Looked at before opening: opening a device can have side effects of its own.
         match std::fs::symlink_metadata(path) {
             Ok(meta) => check_file(path, &meta)?,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found()),
-            Err(e) => return Err(err("inspect")(e)),
-        }
-        // And again on the descriptor, since the path may have changed in between.
-        let file = match std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found()),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(AllowlistError::NotAFile {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(AllowlistError::NotFound {
                     path: path.to_path_buf(),
-                    kind: "symbolic link",
                 })
             }
-            Err(e) => return Err(err("open")(e)),
-        };
-        let meta = file.metadata().map_err(err("inspect"))?;
-        check_file(path, &meta)?;
+            Err(source) => {
+                return Err(AllowlistError::Read {
+                    path: path.to_path_buf(),
+                    op: "inspect",
+                    source,
+                })
+            }
+        }
+        // And again on the descriptor, since the path may have changed in between.
+        let (file, meta) = open_checked(path)?;
         let bytes = read_capped(file, meta.len()).map_err(|e| match e {
-            Capped::Io(source) => err("read")(source),
+            Capped::Io(source) => AllowlistError::Read {
+                path: path.to_path_buf(),
+                op: "read",
+                source,
+            },
             Capped::TooLarge(size) => AllowlistError::TooLarge {
                 path: path.to_path_buf(),
                 size,
@@ -300,6 +288,40 @@ impl MountAllowlist {
         }
         Ok(())
     }
+}
+
+/// Opens the last component without following a symlink and without blocking (a FIFO with
+/// no writer would block a plain open), then checks the descriptor with `fstat`.
+fn open_checked(path: &Path) -> Result<(File, Metadata), AllowlistError> {
+    let err = |op| {
+        move |source: std::io::Error| AllowlistError::Read {
+            path: path.to_path_buf(),
+            op,
+            source,
+        }
+    };
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(AllowlistError::NotFound {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(AllowlistError::NotAFile {
+                path: path.to_path_buf(),
+                kind: "symbolic link",
+            })
+        }
+        Err(e) => return Err(err("open")(e)),
+    };
+    let meta = file.metadata().map_err(err("inspect"))?;
+    check_file(path, &meta)?;
+    Ok((file, meta))
 }
 
 fn syntax_error(e: &serde_json::Error, path: &Path) -> AllowlistError {
@@ -475,6 +497,44 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    /// The checks on the descriptor alone, as when the path changes after the `lstat`.
+    #[test]
+    fn the_open_itself_neither_blocks_on_a_fifo_nor_follows_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let f = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(open_checked(&f).map(|_| ()));
+        });
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("opening a FIFO blocked");
+        assert!(
+            matches!(result, Err(AllowlistError::NotAFile { kind: "FIFO", .. })),
+            "{result:?}"
+        );
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        assert!(matches!(
+            open_checked(&link),
+            Err(AllowlistError::NotAFile {
+                kind: "symbolic link",
+                ..
+            })
+        ));
+        assert!(matches!(
+            open_checked(dir.path()),
+            Err(AllowlistError::NotAFile {
+                kind: "directory",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -41,15 +41,15 @@
 //! Keep allowed roots out of every folder a container can write.
 
 mod allowlist;
+mod report;
 mod validate;
 
 pub use allowlist::{
     AllowedRoot, AllowlistError, MountAllowlist, DEFAULT_ALLOWLIST_RELATIVE,
     DEFAULT_BLOCKED_PATTERNS, MAX_ALLOWLIST_BYTES,
 };
-pub use validate::{
-    validate, MountValidation, MountWarning, RejectReason, RejectedMount, ValidatedMount, Validator,
-};
+pub use report::{MountValidation, MountWarning, RejectReason, RejectedMount};
+pub use validate::{validate, ValidatedMount, Validator};
 
 use std::path::PathBuf;
 
