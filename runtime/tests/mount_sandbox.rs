@@ -89,6 +89,7 @@ fn host_view(session_dir: &Path) -> (u32, u32, SystemTime, Snapshot) {
 const SCRIPT: &str = r#"
 check() { name=$1; shift; if "$@" >/dev/null 2>&1; then echo "$name=yes"; else echo "$name=no"; fi; }
 check uid_1000 test "$(id -u)" = 1000
+check only_group_1000 test "$(id -G)" = 1000
 check inbound_read grep -q host-data /workspace/inbound.db
 check inbound_write sh -c 'echo x >> /workspace/inbound.db'
 check inbound_remove rm -f /workspace/inbound.db
@@ -207,6 +208,7 @@ fn a_bwrap_sandbox_from_the_plan_writes_only_the_containers_side() {
     let results: BTreeMap<&str, &str> = out.lines().filter_map(|l| l.split_once('=')).collect();
     let expect = [
         ("uid_1000", "yes"),
+        ("only_group_1000", "yes"),
         ("inbound_read", "yes"),
         ("inbound_write", "no"),
         ("inbound_remove", "no"),

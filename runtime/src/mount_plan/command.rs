@@ -166,28 +166,28 @@ impl<'a> BwrapCommand<'a> {
         )?;
 
         let mut a: Vec<OsString> = Vec::new();
-        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
-        push(&["--unshare-all", "--unshare-user"]);
+        push(&mut a, &["--unshare-all", "--unshare-user"]);
         if self.share_net {
-            push(&["--share-net"]);
+            push(&mut a, &["--share-net"]);
         }
         if self.disable_userns {
-            push(&["--disable-userns"]);
+            push(&mut a, &["--disable-userns"]);
         }
-        push(&["--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
-        push(&[
-            "--uid",
-            &self.uid.to_string(),
-            "--gid",
-            &self.gid.to_string(),
-        ]);
+        push(
+            &mut a,
+            &["--die-with-parent", "--new-session", "--cap-drop", "ALL"],
+        );
+        let (uid, gid) = (self.uid.to_string(), self.gid.to_string());
+        push(&mut a, &["--uid", &uid, "--gid", &gid]);
         for (_, dir) in &system {
             a.push("--ro-bind".into());
             a.push(dir.as_os_str().to_owned());
             a.push(dir.as_os_str().to_owned());
         }
-        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
-        push(&["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+        push(
+            &mut a,
+            &["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"],
+        );
         a.extend(self.plan.bwrap_args());
         if let Some(dir) = &self.chdir {
             a.push("--chdir".into());
@@ -303,19 +303,18 @@ impl<'a> DockerRunCommand<'a> {
         for (name, value) in &self.env {
             check_env(name, value)?;
         }
-        let mut a: Vec<OsString> = ["run", "--rm", "--name", self.name.as_str()]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        let mut a = Vec::new();
         let user = format!("{}:{}", self.uid, self.gid);
-        for s in ["--user", user.as_str(), "--cap-drop", "ALL"] {
-            a.push(s.into());
-        }
-        a.push("--security-opt".into());
-        a.push("no-new-privileges".into());
+        push(
+            &mut a,
+            &["run", "--rm", "--name", &self.name, "--user", &user],
+        );
+        push(
+            &mut a,
+            &["--cap-drop", "ALL", "--security-opt", "no-new-privileges"],
+        );
         if !self.share_net {
-            a.push("--network".into());
-            a.push("none".into());
+            push(&mut a, &["--network", "none"]);
         }
         for (name, _) in &self.env {
             a.push("-e".into());
@@ -333,6 +332,10 @@ impl<'a> DockerRunCommand<'a> {
     pub fn client_env(&self) -> &[(OsString, OsString)] {
         &self.env
     }
+}
+
+fn push(args: &mut Vec<OsString>, items: &[&str]) {
+    args.extend(items.iter().map(OsString::from));
 }
 
 fn refused(what: &'static str, value: &OsStr, reason: &'static str) -> PlanError {

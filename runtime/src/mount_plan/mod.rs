@@ -114,6 +114,9 @@ pub enum MountRole {
     Extra,
     /// A base system folder of a [`BwrapCommand`] (never part of a [`MountPlan`]).
     System,
+    /// The session folder itself: not mounted, but checked as the host-owned parent of the
+    /// session's mounts (never the role of a [`Mount`]).
+    SessionDir,
 }
 
 impl fmt::Display for MountRole {
@@ -131,6 +134,7 @@ impl fmt::Display for MountRole {
             MountRole::SharedSkills => "shared skills",
             MountRole::Extra => "additional mount",
             MountRole::System => "system mount",
+            MountRole::SessionDir => "session folder",
         })
     }
 }

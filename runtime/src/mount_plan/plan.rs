@@ -103,8 +103,8 @@ impl MountPlanBuilder {
         if let Some(p) = self.shared_skills {
             add(p, SHARED_SKILLS_TARGET, Ro, Dir, MountRole::SharedSkills);
         }
-        // Component-wise order puts a parent before its children, whatever order the
-        // validations came in.
+        // A parent's target is a prefix of its children's, so sorting puts it first, whatever
+        // order the validations came in.
         let mut extras = self.extras;
         extras.sort_by(|a, b| a.target().cmp(b.target()));
         for e in extras {
@@ -118,7 +118,7 @@ impl MountPlanBuilder {
         }
 
         check_host_path(&s.session_dir).map_err(|reason| PlanError::InvalidHostPath {
-            role: MountRole::ContainerArea,
+            role: MountRole::SessionDir,
             path: s.session_dir.clone(),
             reason,
         })?;

@@ -141,7 +141,7 @@ impl Validator {
         let protected: Vec<PathBuf> = self
             .protected
             .iter()
-            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            .map(|p| resolve_existing_prefix(p))
             .collect();
         for m in mounts {
             match self.check(allowlist, &roots, &protected, &out.accepted, m) {
@@ -375,6 +375,25 @@ fn kind_of(real: &Path) -> Result<MountKind, RejectReason> {
     })
 }
 
+/// `path` with its longest existing ancestor resolved: a protected path need not exist yet
+/// (the allowlist's folder before it is created), but a symlink above it must not hide it.
+fn resolve_existing_prefix(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(at) {
+            return rest.iter().rev().fold(real, |acc, c| acc.join(c));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                at = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
 /// Whether `pattern` occurs in `path`, ignoring ASCII case. An empty pattern matches.
 fn contains_ignoring_ascii_case(path: &Path, pattern: &str) -> bool {
     let hay = path.as_os_str().as_bytes();
@@ -396,6 +415,22 @@ mod tests {
         assert!(contains_ignoring_ascii_case(p, ""));
         assert!(!contains_ignoring_ascii_case(p, ".aws"));
         assert!(!contains_ignoring_ascii_case(Path::new("/a"), "/a/b"));
+    }
+
+    #[test]
+    fn protected_paths_resolve_through_existing_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(real.join("home")).unwrap();
+        std::os::unix::fs::symlink(real.join("home"), real.join("link")).unwrap();
+        assert_eq!(
+            resolve_existing_prefix(&real.join("link/.config/sessionbus")),
+            real.join("home/.config/sessionbus")
+        );
+        assert_eq!(
+            resolve_existing_prefix(Path::new("relative/x")),
+            Path::new("relative/x")
+        );
     }
 
     #[test]
