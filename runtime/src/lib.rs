@@ -11,6 +11,10 @@
 //!   revalidates cached contents), from the host's generation stamp;
 //! - [`skills`]: keeping a group's `.claude-shared/skills/` folder to one symlink per
 //!   selected skill;
+//! - [`mount_plan`]: the container's view of the host as an ordered, checked list of bind
+//!   mounts ([`mount_plan::MountPlan`]), rendered as bubblewrap or `docker run` arguments;
+//! - [`mount_security`]: the allowlist that decides which of a group's `additionalMounts` are
+//!   mounted, and how (only its [`mount_security::ValidatedMount`] enters a plan);
 //! - [`container`]: the container's start-up and poll loop (acks, heartbeat while the handler
 //!   runs, `/clear`, replies committed with their acks);
 //! - [`host`]: the host's sweep (stuck decision, kill, retries, orphan claims, wake), delivery
@@ -27,4 +31,6 @@ pub mod gate;
 pub mod heartbeat;
 pub mod host;
 pub mod liveness;
+pub mod mount_plan;
+pub mod mount_security;
 pub mod skills;
