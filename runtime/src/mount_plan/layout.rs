@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 /// The folder under the data dir holding one folder per group.
 pub const SESSIONS_DIR: &str = "v2-sessions";
-/// The container's writable area inside a session folder.
-pub const CONTAINER_AREA_DIR: &str = "container";
+/// The container's writable area inside a session folder (the store's
+/// [`CONTAINER_AREA`](sessionbus_store::CONTAINER_AREA)).
+pub const CONTAINER_AREA_DIR: &str = sessionbus_store::CONTAINER_AREA;
 /// The host's database inside a session folder.
 pub const INBOUND_DB_FILE: &str = "inbound.db";
 /// The host's generation stamps inside a session folder (the store's
@@ -70,16 +71,20 @@ pub struct SessionMounts {
 }
 
 impl SessionMounts {
+    /// The mounts of a split-layout session (the store's [`sessionbus_store::SessionPaths`]).
+    pub fn from_paths(paths: &sessionbus_store::SessionPaths) -> Self {
+        SessionMounts {
+            session_dir: paths.dir.clone(),
+            container_area: paths.container_dir.clone(),
+            inbound: paths.inbound.clone(),
+            stamps: paths.stamps.clone(),
+            inbox: paths.inbox.clone(),
+        }
+    }
+
     /// The layout's paths inside session folder `dir` (`<data>/v2-sessions/<group>/<session>`).
     pub fn for_session_dir(dir: impl Into<PathBuf>) -> Self {
-        let dir = dir.into();
-        SessionMounts {
-            container_area: dir.join(CONTAINER_AREA_DIR),
-            inbound: dir.join(INBOUND_DB_FILE),
-            stamps: dir.join(STAMPS_DIR),
-            inbox: dir.join(INBOX_DIR),
-            session_dir: dir,
-        }
+        SessionMounts::from_paths(&sessionbus_store::SessionPaths::new(dir))
     }
 }
 
@@ -134,7 +139,7 @@ mod tests {
 
     #[test]
     fn targets_agree_with_the_rest_of_the_workspace() {
-        assert_eq!(WORKSPACE.as_str(), sessionbus_store::session::WORKSPACE);
+        assert_eq!(WORKSPACE.as_str(), sessionbus_store::WORKSPACE);
         assert_eq!(
             CONTAINER_JSON_TARGET.as_str(),
             crate::config::CONTAINER_JSON_PATH
