@@ -27,14 +27,15 @@ pub enum RuntimeError {
         detail: String,
     },
     /// The caller's container control failed (start or kill).
-    #[error("session {session}: container control failed to {action}: {detail}")]
+    #[error("session {session}: container control failed to {action}: {source}")]
     Control {
         /// The session folder.
         session: PathBuf,
         /// `start` or `kill`.
         action: &'static str,
-        /// The caller's message.
-        detail: String,
+        /// The control's own error.
+        #[source]
+        source: crate::control::CallerError,
     },
     /// The container's view of inbound.db stayed behind a commit the host stamped, for far
     /// longer than a coherent mount takes to show it: the mount never revalidates cached file

@@ -25,6 +25,7 @@
 
 pub mod config;
 pub mod container;
+pub mod control;
 pub mod error;
 pub mod freshness;
 pub mod gate;

@@ -5,10 +5,7 @@
 //! they are up to date), and their paths come from cargo's JSON messages, so a custom target
 //! dir is respected.
 
-#[path = "../examples/support/child_control.rs"]
-mod child_control;
-
-use child_control::ChildControl;
+use sessionbus_runtime::control::ChildControl;
 use sessionbus_runtime::host::{decide_now, sweep_session, SweepOptions};
 use sessionbus_runtime::liveness::{KillReason, StuckDecision};
 use sessionbus_runtime::{heartbeat, host::ContainerControl};
@@ -411,7 +408,7 @@ fn a_malformed_container_json_is_an_error_and_a_missing_one_the_defaults() {
         assert!(Instant::now() < deadline, "the container never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let status = ctl.stop(Duration::from_secs(10)).unwrap().unwrap();
+    let status = ctl.stop(&paths, Duration::from_secs(10)).unwrap().unwrap();
     assert!(status.contains("exit status: 0"), "{status}");
 }
 
@@ -478,7 +475,7 @@ fn the_heartbeat_drives_the_stuck_decision_end_to_end_on_a_manual_clock() {
     assert!(ctl.is_running(&paths));
 
     // The container hangs: SIGSTOP, no more heartbeats.
-    let pid = i32::try_from(ctl.pid().unwrap()).unwrap();
+    let pid = i32::try_from(ctl.pid(&paths).unwrap()).unwrap();
     // SAFETY: kill(2) on our own unreaped child.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
     std::thread::sleep(Duration::from_millis(300));

@@ -275,12 +275,16 @@ impl ContainerControl for Fake {
     fn is_running(&mut self, _: &SessionPaths) -> bool {
         self.running
     }
-    fn kill(&mut self, _: &SessionPaths, reason: &KillReason) -> Result<(), String> {
+    fn kill(
+        &mut self,
+        _: &SessionPaths,
+        reason: &KillReason,
+    ) -> Result<(), sessionbus_runtime::control::CallerError> {
         self.kills.push(reason.to_string());
         self.running = false;
         Ok(())
     }
-    fn start(&mut self, _: &SessionPaths) -> Result<(), String> {
+    fn start(&mut self, _: &SessionPaths) -> Result<(), sessionbus_runtime::control::CallerError> {
         self.starts += 1;
         self.running = true;
         Ok(())
@@ -404,7 +408,11 @@ fn decide_now_widens_tolerance_for_a_declared_bash_timeout() {
 struct Collect(Vec<(i64, String)>, usize);
 
 impl Deliverer for Collect {
-    fn deliver(&mut self, row: &DueOutbound, attempt: i64) -> Result<Option<String>, String> {
+    fn deliver(
+        &mut self,
+        row: &DueOutbound,
+        attempt: i64,
+    ) -> Result<Option<String>, sessionbus_runtime::control::CallerError> {
         if self.1 > 0 {
             self.1 -= 1;
             return Err("platform down".into());

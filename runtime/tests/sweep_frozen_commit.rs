@@ -37,12 +37,16 @@ impl ContainerControl for Frozen {
     fn is_running(&mut self, _: &SessionPaths) -> bool {
         self.conn.is_some()
     }
-    fn kill(&mut self, _: &SessionPaths, reason: &KillReason) -> Result<(), String> {
+    fn kill(
+        &mut self,
+        _: &SessionPaths,
+        reason: &KillReason,
+    ) -> Result<(), sessionbus_runtime::control::CallerError> {
         self.kills.push(reason.to_string());
         self.conn = None;
         Ok(())
     }
-    fn start(&mut self, _: &SessionPaths) -> Result<(), String> {
+    fn start(&mut self, _: &SessionPaths) -> Result<(), sessionbus_runtime::control::CallerError> {
         Ok(())
     }
 }

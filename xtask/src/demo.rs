@@ -253,14 +253,21 @@ impl ContainerControl for DemoControl {
         }
     }
 
-    fn kill(&mut self, _session: &SessionPaths, reason: &KillReason) -> Result<(), String> {
+    fn kill(
+        &mut self,
+        _session: &SessionPaths,
+        reason: &KillReason,
+    ) -> Result<(), sessionbus_runtime::control::CallerError> {
         if let Some(pid) = self.kill9()? {
             println!("   host's sweep killed container pid {pid}: {reason}");
         }
         Ok(())
     }
 
-    fn start(&mut self, session: &SessionPaths) -> Result<(), String> {
+    fn start(
+        &mut self,
+        session: &SessionPaths,
+    ) -> Result<(), sessionbus_runtime::control::CallerError> {
         let log = File::options()
             .create(true)
             .append(true)
@@ -306,7 +313,11 @@ struct Screen {
 }
 
 impl Deliverer for Screen {
-    fn deliver(&mut self, row: &DueOutbound, _attempt: i64) -> Result<Option<String>, String> {
+    fn deliver(
+        &mut self,
+        row: &DueOutbound,
+        _attempt: i64,
+    ) -> Result<Option<String>, sessionbus_runtime::control::CallerError> {
         let m = &row.message;
         let text = serde_json::from_str::<serde_json::Value>(&m.content)
             .ok()

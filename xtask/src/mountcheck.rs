@@ -495,7 +495,11 @@ struct Platform {
 }
 
 impl Deliverer for Platform {
-    fn deliver(&mut self, row: &DueOutbound, _attempt: i64) -> Result<Option<String>, String> {
+    fn deliver(
+        &mut self,
+        row: &DueOutbound,
+        _attempt: i64,
+    ) -> Result<Option<String>, sessionbus_runtime::control::CallerError> {
         let m = &row.message;
         let text = serde_json::from_str::<serde_json::Value>(&m.content)
             .ok()

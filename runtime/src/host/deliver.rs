@@ -9,7 +9,11 @@ pub trait Deliverer {
     /// is 1 for the first try; above 1 the row may already have been handed over once (a crash
     /// between hand-off and record), so pass its id as an idempotency key where the platform
     /// has one.
-    fn deliver(&mut self, row: &DueOutbound, attempt: i64) -> Result<Option<String>, String>;
+    fn deliver(
+        &mut self,
+        row: &DueOutbound,
+        attempt: i64,
+    ) -> Result<Option<String>, crate::control::CallerError>;
 }
 
 /// What a delivery pass did.
@@ -53,7 +57,7 @@ pub fn deliver_session(
                 report.delivered.push(row);
             }
             Err(e) => {
-                host.inbound().note_delivery_error(&id, &e)?;
+                host.inbound().note_delivery_error(&id, &e.to_string())?;
                 if attempt >= max_attempts {
                     host.inbound()
                         .record_delivery(&id, &DeliveryOutcome::Failed)?;

@@ -17,19 +17,23 @@ pub use deliver::{deliver_session, Deliverer, DeliveryReport};
 pub use sweep::{decide_now, sweep_session, SweepOptions, SweepReport};
 pub use sweeper::{SweepOutcome, Sweeper};
 
+use crate::control::CallerError;
 use crate::error::RuntimeError;
 use crate::liveness::KillReason;
 use sessionbus_store::{HostSession, SessionPaths};
 use std::path::PathBuf;
 
-/// The caller's control over one session's container.
+/// The caller's control over its sessions' containers. The library ships
+/// [`ChildControl`](crate::control::ChildControl) (plain processes, for tests),
+/// [`SandboxControl`](crate::control::SandboxControl) (bubblewrap) and
+/// [`DockerControl`](crate::control::DockerControl).
 pub trait ContainerControl {
     /// Whether a container runs for the session now.
     fn is_running(&mut self, session: &SessionPaths) -> bool;
     /// Stops the session's container (and waits until it is gone).
-    fn kill(&mut self, session: &SessionPaths, reason: &KillReason) -> Result<(), String>;
+    fn kill(&mut self, session: &SessionPaths, reason: &KillReason) -> Result<(), CallerError>;
     /// Starts a container for the session.
-    fn start(&mut self, session: &SessionPaths) -> Result<(), String>;
+    fn start(&mut self, session: &SessionPaths) -> Result<(), CallerError>;
 }
 
 /// One session's result in a pass over many.

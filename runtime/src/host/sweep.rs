@@ -144,10 +144,10 @@ pub fn sweep_session(
         if let StuckDecision::Kill { reason } = &decision {
             control
                 .kill(&paths, reason)
-                .map_err(|detail| RuntimeError::Control {
+                .map_err(|source| RuntimeError::Control {
                     session: paths.dir.clone(),
                     action: "kill",
-                    detail,
+                    source,
                 })?;
             report.killed = true;
             running = false;
@@ -161,10 +161,10 @@ pub fn sweep_session(
     if opts.wake && !running && host.inbound().count_due()? > 0 {
         control
             .start(&paths)
-            .map_err(|detail| RuntimeError::Control {
+            .map_err(|source| RuntimeError::Control {
                 session: paths.dir.clone(),
                 action: "start",
-                detail,
+                source,
             })?;
         report.woke = true;
     }

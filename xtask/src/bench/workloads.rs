@@ -327,11 +327,18 @@ impl ContainerControl for Control {
     fn is_running(&mut self, _session: &SessionPaths) -> bool {
         self.running
     }
-    fn kill(&mut self, _session: &SessionPaths, _reason: &KillReason) -> Result<(), String> {
+    fn kill(
+        &mut self,
+        _session: &SessionPaths,
+        _reason: &KillReason,
+    ) -> Result<(), sessionbus_runtime::control::CallerError> {
         self.actions += 1;
         Ok(())
     }
-    fn start(&mut self, _session: &SessionPaths) -> Result<(), String> {
+    fn start(
+        &mut self,
+        _session: &SessionPaths,
+    ) -> Result<(), sessionbus_runtime::control::CallerError> {
         self.actions += 1;
         Ok(())
     }

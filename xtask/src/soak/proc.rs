@@ -299,7 +299,11 @@ impl ContainerControl for Containers {
         }
     }
 
-    fn kill(&mut self, session: &SessionPaths, reason: &KillReason) -> Result<(), String> {
+    fn kill(
+        &mut self,
+        session: &SessionPaths,
+        reason: &KillReason,
+    ) -> Result<(), sessionbus_runtime::control::CallerError> {
         if let Some((mut child, _)) = self.children.remove(&session.dir) {
             let pid = child.id();
             let _ = child.kill();
@@ -314,7 +318,10 @@ impl ContainerControl for Containers {
         Ok(())
     }
 
-    fn start(&mut self, session: &SessionPaths) -> Result<(), String> {
+    fn start(
+        &mut self,
+        session: &SessionPaths,
+    ) -> Result<(), sessionbus_runtime::control::CallerError> {
         if self.is_running(session) {
             return Ok(());
         }
@@ -376,7 +383,11 @@ struct Platform {
 }
 
 impl Deliverer for Platform {
-    fn deliver(&mut self, row: &DueOutbound, attempt: i64) -> Result<Option<String>, String> {
+    fn deliver(
+        &mut self,
+        row: &DueOutbound,
+        attempt: i64,
+    ) -> Result<Option<String>, sessionbus_runtime::control::CallerError> {
         if self.rng.chance(self.fail) {
             return Err("the chat platform is unavailable (soak)".into());
         }
