@@ -140,6 +140,14 @@ impl SessionPaths {
         let at = || At::new(data_dir, Role::Host, "locate session folder");
         check_id(at, agent_group_id)?;
         check_id(at, session_id)?;
+        if session_id.starts_with('.') {
+            // `.sessionbus-host/` and `.claude-shared/` sit beside the sessions of a group.
+            return Err(crate::error::StoreError::InvalidId {
+                at: at(),
+                id: session_id.to_owned(),
+                reason: "it starts with '.', which names the group's own folders",
+            });
+        }
         Ok(SessionPaths::for_host(
             data_dir
                 .join("v2-sessions")

@@ -13,21 +13,23 @@
 //! Run it from the repository root on a fresh clone: `cargo xtask demo`.
 
 use clap::Args;
+use sessionbus_runtime::config::ContainerConfig;
+use sessionbus_runtime::control::{prepare_group, CallerError, SandboxControl, SandboxOptions};
 use sessionbus_runtime::host::{
     accept_chat, deliver_session, sweep_session, Accepted, ContainerControl, Deliverer,
     SweepOptions, SweepReport,
 };
 use sessionbus_runtime::liveness::{KillReason, RetryPolicy};
+use sessionbus_runtime::mount_plan::GroupMounts;
 use sessionbus_store::{
     provision, Address, Clock, DueOutbound, HostSession, MessageStatus, NewMessage, OutboundSource,
-    Seq, SessionPaths, SystemClock,
+    Ownership, Seq, SessionPaths, SystemClock,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
-use std::fs::File;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 /// The agent group the demo's sessions belong to.
@@ -186,111 +188,57 @@ pub fn build_examples() -> Result<(PathBuf, PathBuf), String> {
     Ok((take("echo_container")?, take("host")?))
 }
 
-/// The demo's container control: `echo_container` as a child process, its stderr in a log
-/// file.
+/// The demo's container control: `echo_container` inside a bubblewrap sandbox as an
+/// unprivileged user (the library's [`SandboxControl`]), its stderr in a log file.
 struct DemoControl {
-    program: PathBuf,
-    args: Vec<String>,
+    sandbox: SandboxControl,
+    session: SessionPaths,
     log: PathBuf,
-    child: Option<Child>,
     starts: u32,
     kills: u32,
 }
 
 impl DemoControl {
     fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.sandbox.pid(&self.session)
     }
 
-    /// `kill -9` and reap.
+    /// `kill -9` the sandbox (its init takes the container with it).
     fn kill9(&mut self) -> Result<Option<u32>, String> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(None);
-        };
-        let pid = child.id();
-        let _ = child.kill(); // fails only when it already exited; wait reaps it either way
-        child
-            .wait()
-            .map_err(|e| format!("cannot wait for container pid {pid}: {e}"))?;
-        self.kills += 1;
-        Ok(Some(pid))
+        let pid = self
+            .sandbox
+            .stop(&self.session)
+            .map_err(|e| e.to_string())?;
+        if pid.is_some() {
+            self.kills += 1;
+        }
+        Ok(pid)
     }
 
-    /// SIGTERM (the container clears its claims and exits), then SIGKILL after `grace`.
+    /// SIGTERM to the container (it finishes its batch and exits), then SIGKILL after `grace`.
     fn stop(&mut self, grace: Duration) -> Result<Option<String>, String> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(None);
-        };
-        let pid = child.id();
-        if let Ok(raw) = i32::try_from(pid) {
-            // SAFETY: kill(2) on our own child, not yet reaped, so its pid is not recycled.
-            unsafe { libc::kill(raw, libc::SIGTERM) };
-        }
-        let end = Instant::now() + grace;
-        while Instant::now() < end {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Ok(Some(format!("pid {pid}: {status}")));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let status = child
-            .wait()
-            .map_err(|e| format!("cannot wait for container pid {pid}: {e}"))?;
-        Ok(Some(format!("pid {pid}: {status} (did not stop in time)")))
+        self.sandbox
+            .terminate(&self.session, grace)
+            .map_err(|e| e.to_string())
     }
 }
 
 impl ContainerControl for DemoControl {
-    fn is_running(&mut self, _session: &SessionPaths) -> bool {
-        match self.child.as_mut().map(Child::try_wait) {
-            Some(Ok(None)) => true,
-            Some(_) => {
-                self.child = None;
-                false
-            }
-            None => false,
-        }
+    fn is_running(&mut self, session: &SessionPaths) -> bool {
+        self.sandbox.is_running(session)
     }
 
-    fn kill(
-        &mut self,
-        _session: &SessionPaths,
-        reason: &KillReason,
-    ) -> Result<(), sessionbus_runtime::control::CallerError> {
+    fn kill(&mut self, _session: &SessionPaths, reason: &KillReason) -> Result<(), CallerError> {
         if let Some(pid) = self.kill9()? {
             println!("   host's sweep killed container pid {pid}: {reason}");
         }
         Ok(())
     }
 
-    fn start(
-        &mut self,
-        session: &SessionPaths,
-    ) -> Result<(), sessionbus_runtime::control::CallerError> {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(|e| format!("cannot open the container log {}: {e}", self.log.display()))?;
-        let child = Command::new(&self.program)
-            .arg("--workspace")
-            .arg(&session.dir)
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.program.display()))?;
+    fn start(&mut self, session: &SessionPaths) -> Result<(), CallerError> {
+        self.sandbox.start(session)?;
         self.starts += 1;
-        self.child = Some(child);
         Ok(())
-    }
-}
-
-impl Drop for DemoControl {
-    fn drop(&mut self) {
-        let _ = self.kill9();
     }
 }
 
@@ -474,6 +422,59 @@ impl Demo {
     }
 }
 
+/// The container's user: uid/gid 1000 when the demo runs as root (the container must not be
+/// root), else the demo's own.
+fn container_owner() -> Ownership {
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if uid == 0 {
+        Ownership {
+            uid: 1000,
+            gid: 1000,
+        }
+    } else {
+        Ownership { uid, gid }
+    }
+}
+
+/// The data dir as an absolute, canonical path that the container's user can reach (every
+/// folder above it `o+x`): bubblewrap runs as that user and must reach each mount source.
+fn sandbox_data_dir(dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let abs = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    if sessionbus_runtime::control::traversable_by_others(&abs) {
+        return Ok(abs);
+    }
+    // A checkout under a private home folder: the sandbox's user cannot reach it. Use a folder
+    // under the system's temp dir instead, and say so.
+    let fallback = std::env::temp_dir().join("sessionbus-demo").join("data");
+    std::fs::create_dir_all(&fallback).map_err(|e| format!("{}: {e}", fallback.display()))?;
+    for d in [fallback.as_path(), fallback.parent().unwrap_or(&fallback)] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    println!(
+        "   note: {} is not reachable by the container's user (a folder above it lacks o+x);\n   \
+         using {} instead\n",
+        abs.display(),
+        fallback.display()
+    );
+    let fallback = fallback
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", fallback.display()))?;
+    if !sessionbus_runtime::control::traversable_by_others(&fallback) {
+        return Err(format!(
+            "neither {} nor {} is reachable by the container's user; pass --data-dir",
+            abs.display(),
+            fallback.display()
+        ));
+    }
+    Ok(fallback)
+}
+
 /// A session id for this run: `demo-YYYYMMDD-HHMMSS`, with a suffix when taken.
 fn new_session(data_dir: &Path) -> Result<SessionPaths, String> {
     let iso = SystemClock.now().to_iso(); // 2026-04-21T12:05:19.123Z
@@ -517,18 +518,23 @@ pub fn run(args: &DemoArgs) -> Result<DemoSummary, String> {
     };
 
     // 1. Provisioning.
-    let paths = new_session(&args.data_dir)?;
-    provision(&paths, None, &SystemClock).map_err(|e| e.to_string())?;
-    let agent = paths.dir.join("agent");
-    std::fs::create_dir_all(&agent).map_err(|e| format!("{}: {e}", agent.display()))?;
-    let config = agent.join("container.json");
-    std::fs::write(
-        &config,
-        "{\n  \"assistantName\": \"echo\",\n  \"pollIntervalIdleMs\": 100,\n  \
-         \"pollIntervalActiveMs\": 100\n}\n",
+    let data_dir = sandbox_data_dir(&args.data_dir)?;
+    let owner = container_owner();
+    let paths = new_session(&data_dir)?;
+    provision(&paths, Some(owner), &SystemClock).map_err(|e| e.to_string())?;
+    let group = GroupMounts::for_group(
+        &data_dir,
+        DEMO_GROUP,
+        data_dir.join("agents").join(DEMO_GROUP),
     )
-    .map_err(|e| format!("{}: {e}", config.display()))?;
-    let logs = args.data_dir.join("demo-logs");
+    .map_err(|e| e.to_string())?;
+    let config = ContainerConfig::from_str(
+        r#"{ "assistantName": "echo", "pollIntervalIdleMs": 100, "pollIntervalActiveMs": 100 }"#,
+        "container.json",
+    )
+    .map_err(|e| e.to_string())?;
+    prepare_group(&group, Some(owner), &config).map_err(|e| e.to_string())?;
+    let logs = data_dir.join("demo-logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     let session_id = paths
         .dir
@@ -539,22 +545,43 @@ pub fn run(args: &DemoArgs) -> Result<DemoSummary, String> {
     println!("1. provisioning session at {}", paths.dir.display());
     println!("   inbound.db            the host writes it, the container only reads it (messages in: even seqs)");
     println!("   outbound.db           the container writes it, the host only reads it (replies: odd seqs)");
-    println!("   agent/container.json  the container's configuration (here: poll every 100 ms)");
+    println!(
+        "   container/            the container's writable area (its /workspace), owned by uid {}",
+        owner.uid
+    );
+    println!("   container.json        in the group's host-owned folder, read-only for the container (poll every 100 ms)");
+    println!(
+        "   the container runs in a bubblewrap sandbox as uid {} and sees only its mount plan",
+        owner.uid
+    );
     println!("   .heartbeat            the running container touches it; the host reads its age\n");
 
     let host = HostSession::open(&paths.dir);
     let mut demo = Demo {
         host,
         control: DemoControl {
-            program: container_cmd,
-            args: vec![
-                "--slow-ms".into(),
-                args.think_ms.to_string(),
-                "--heartbeat-ms".into(),
-                "1000".into(),
-            ],
+            sandbox: SandboxControl::new(
+                SandboxOptions::new(
+                    container_cmd,
+                    owner.uid,
+                    owner.gid,
+                    &data_dir,
+                    data_dir.join("agents"),
+                )
+                .with_args(
+                    [
+                        "--slow-ms",
+                        &args.think_ms.to_string(),
+                        "--heartbeat-ms",
+                        "1000",
+                    ]
+                    .map(OsString::from)
+                    .to_vec(),
+                )
+                .with_log(&log),
+            ),
+            session: paths.clone(),
             log: log.clone(),
-            child: None,
             starts: 0,
             kills: 0,
         },

@@ -21,7 +21,7 @@ mod sandbox;
 pub use child::ChildControl;
 pub use docker::DockerControl;
 pub use group::{prepare_group, GroupError, GroupPrepared};
-pub use sandbox::{SandboxControl, SandboxOptions, DEFAULT_SYSTEM_MOUNTS};
+pub use sandbox::{traversable_by_others, SandboxControl, SandboxOptions, DEFAULT_SYSTEM_MOUNTS};
 
 use std::path::Path;
 

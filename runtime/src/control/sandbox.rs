@@ -48,6 +48,9 @@ pub struct SandboxOptions {
     pub share_net: bool,
     /// Send the containers' standard error to /dev/null.
     pub quiet: bool,
+    /// Append the containers' standard error to this host file instead (it wins over
+    /// `quiet`).
+    pub log: Option<PathBuf>,
 }
 
 impl SandboxOptions {
@@ -77,12 +80,19 @@ impl SandboxOptions {
             allowlist: None,
             share_net: false,
             quiet: false,
+            log: None,
         }
     }
 
     /// The same options with these program arguments.
     pub fn with_args(mut self, args: Vec<OsString>) -> Self {
         self.args = args;
+        self
+    }
+
+    /// The same options, the containers' standard error appended to `log`.
+    pub fn with_log(mut self, log: impl Into<PathBuf>) -> Self {
+        self.log = Some(log.into());
         self
     }
 }
@@ -173,6 +183,36 @@ impl SandboxControl {
         Ok(Some(pid))
     }
 
+    /// Asks `session`'s container to stop: SIGTERM to every process inside the sandbox (the
+    /// runner finishes its batch and exits, and the sandbox with it), then, after `grace`,
+    /// [`SandboxControl::stop`]. Returns how it ended.
+    pub fn terminate(
+        &mut self,
+        session: &SessionPaths,
+        grace: std::time::Duration,
+    ) -> std::io::Result<Option<String>> {
+        let Some(child) = self.children.get_mut(&session.dir) else {
+            return Ok(None);
+        };
+        for pid in descendants(child.id()) {
+            // SAFETY: kill(2) with a pid read from /proc just now; the processes are the
+            // sandbox's, children of our unreaped child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let end = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < end {
+            if let Ok(Some(status)) = child.try_wait() {
+                let text = status.to_string();
+                self.children.remove(&session.dir);
+                return Ok(Some(text));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(self
+            .stop(session)?
+            .map(|pid| format!("sandbox {pid} killed after {grace:?} grace")))
+    }
+
     /// The bubblewrap command that starts `session`'s container (not started).
     pub fn command(&self, session: &SessionPaths) -> Result<std::process::Command, CallerError> {
         let plan = self.plan(session)?;
@@ -259,6 +299,28 @@ impl Drop for SandboxControl {
             let _ = kill_and_reap(&mut child);
         }
     }
+}
+
+/// Every descendant of process `pid`, from `/proc/<pid>/task/<pid>/children`, children before
+/// their own children.
+fn descendants(pid: u32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(p) = queue.pop() {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")) else {
+            continue;
+        };
+        for child in text
+            .split_ascii_whitespace()
+            .filter_map(|t| t.parse::<u32>().ok())
+        {
+            if let Ok(raw) = i32::try_from(child) {
+                out.push(raw);
+            }
+            queue.push(child);
+        }
+    }
+    out
 }
 
 /// True when `path` and every folder above it can be traversed by anyone (mode `o+x`), which a
