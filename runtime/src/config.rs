@@ -372,48 +372,49 @@ pub enum ConfigError {
 impl ContainerConfig {
     /// Reads and parses the file at `path`. See the module documentation for what is an error.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let meta = match std::fs::metadata(path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        use sessionbus_schema::untrusted::fs::{open_regular_file, UntrustedFsError};
+        // Opened without following a link or blocking on a FIFO, and checked to be a regular
+        // file on the descriptor itself: whoever could write the folder cannot swap the file
+        // for something else between a check and the read.
+        let (file, info) = match open_regular_file(path) {
+            Ok(opened) => opened,
+            Err(e) if e.is_not_found() => {
                 return Err(ConfigError::NotFound {
                     path: path.to_path_buf(),
                 })
             }
-            Err(source) => {
+            Err(UntrustedFsError::WrongKind { .. }) => {
+                return Err(ConfigError::NotAFile {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(UntrustedFsError::Io { source, .. }) => {
                 return Err(ConfigError::Read {
                     path: path.to_path_buf(),
                     source,
                 })
             }
+            Err(e) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            }
         };
-        if !meta.is_file() {
-            return Err(ConfigError::NotAFile {
-                path: path.to_path_buf(),
-            });
-        }
         let too_large = |size| ConfigError::TooLarge {
             path: path.to_path_buf(),
             size,
             limit: MAX_CONFIG_BYTES,
         };
-        if meta.len() > MAX_CONFIG_BYTES {
-            return Err(too_large(meta.len()));
+        if info.size > MAX_CONFIG_BYTES {
+            return Err(too_large(info.size));
         }
         let read_err = |source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         };
-        let file = match std::fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ConfigError::NotFound {
-                    path: path.to_path_buf(),
-                })
-            }
-            Err(e) => return Err(read_err(e)),
-        };
         // The file may grow between the size check and the read: never read past the limit.
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        let mut bytes = Vec::with_capacity(usize::try_from(info.size).unwrap_or(0));
         file.take(MAX_CONFIG_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(read_err)?;

@@ -1,9 +1,11 @@
-//! Per-group skill selection (SPEC section 9).
+//! Per-group skill selection.
 //!
 //! The shared skills folder is mounted read-only in the container (at `/app/skills`). Per group
-//! the host keeps `.claude-shared/skills/` holding exactly one symlink
-//! `<name> -> <link_target_root>/<name>` per selected skill. [`sync_skills`] brings that folder
-//! to the selection:
+//! the host keeps a folder holding exactly one symlink `<name> -> <link_target_root>/<name>`
+//! per selected skill: `<group>/.sessionbus-host/skills/` (see [`crate::mount_plan`]), a
+//! host-owned folder mounted read-only at `/home/node/.claude/skills` on top of the group's
+//! writable `~/.claude`, so the container can neither change the links nor plant a link in
+//! place of the folder. [`sync_skills`] brings that folder to the selection:
 //!
 //! - a skill is a folder (or a symlink to one) in the host's copy of the shared skills folder
 //!   whose name is a valid skill name ([`validate_skill_name`]; hidden names are not skills);
@@ -76,6 +78,12 @@ pub struct SkillSyncReport {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SkillsError {
+    /// The links folder is a link or a file, not a real folder: nothing was changed.
+    #[error("{path}: the skill-links folder is a link or a file, not a folder; nothing changed")]
+    NotAFolder {
+        /// The folder.
+        path: PathBuf,
+    },
     /// A selected name is not a valid skill name; nothing was changed.
     #[error("skill name {name:?} is refused: it {reason}")]
     InvalidName {
@@ -167,7 +175,19 @@ pub fn sync_skills(
         }
     };
 
-    std::fs::create_dir_all(skills_dir).map_err(io(skills_dir, "create skills folder"))?;
+    // The links folder must be a real folder: a link in its place would send the removals and
+    // creations below wherever it points.
+    match std::fs::symlink_metadata(skills_dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(SkillsError::NotAFolder {
+                path: skills_dir.to_path_buf(),
+            })
+        }
+        Ok(_) => {}
+        Err(_) => {
+            std::fs::create_dir_all(skills_dir).map_err(io(skills_dir, "create skills folder"))?
+        }
+    }
     let mut seen = BTreeSet::new();
     let list = "list links in";
     for entry in std::fs::read_dir(skills_dir).map_err(io(skills_dir, list))? {

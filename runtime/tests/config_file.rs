@@ -119,15 +119,24 @@ fn size_limit_is_inclusive_and_checked_before_parsing() {
     }
 }
 
-#[cfg(unix)]
+/// A link or a FIFO in place of the file is refused at once, never followed or waited on:
+/// whoever could write the folder could otherwise point the host at any file, or hang it.
 #[test]
-fn a_symlinked_file_is_followed() {
+fn a_symlink_or_a_fifo_is_refused_without_following_or_blocking() {
     let dir = tempfile::tempdir().unwrap();
     let real = write(dir.path(), "real.json", br#"{"model": "m"}"#);
     let link = dir.path().join("container.json");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    assert_eq!(
-        ContainerConfig::load(&link).unwrap().model.as_deref(),
-        Some("m")
-    );
+    assert!(matches!(
+        ContainerConfig::load(&link),
+        Err(ConfigError::NotAFile { .. })
+    ));
+    let fifo = dir.path().join("fifo.json");
+    sessionbus_testkit::hostile::mkfifo(&fifo);
+    let start = std::time::Instant::now();
+    assert!(matches!(
+        ContainerConfig::load(&fifo),
+        Err(ConfigError::NotAFile { .. })
+    ));
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
 }

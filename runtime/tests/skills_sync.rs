@@ -27,7 +27,7 @@ fn layout(skills: &[&str]) -> Layout {
     let skills_dir = tmp
         .path()
         .join("group")
-        .join(".claude-shared")
+        .join(".sessionbus-host")
         .join("skills");
     Layout {
         _tmp: tmp,
@@ -236,4 +236,26 @@ fn available_skills_lists_only_valid_folders() {
         .into_iter()
         .collect();
     assert_eq!(got, v(&["a", "b"]));
+}
+
+/// A link in place of the links folder (planted, or a mistake) is refused before anything is
+/// removed or created: the host's symlinks elsewhere stay as they are.
+#[test]
+fn a_links_folder_that_is_a_link_is_refused_and_nothing_changes() {
+    let l = layout(&["pdf"]);
+    let elsewhere = l.available.parent().unwrap().join("host-links");
+    fs::create_dir(&elsewhere).unwrap();
+    symlink("/somewhere/important", elsewhere.join("keep-me")).unwrap();
+    fs::create_dir_all(l.skills_dir.parent().unwrap()).unwrap();
+    symlink(&elsewhere, &l.skills_dir).unwrap();
+    let err = sync(&l, &Skills::All).unwrap_err();
+    assert!(matches!(err, SkillsError::NotAFolder { .. }), "{err}");
+    assert_eq!(
+        entries(&elsewhere),
+        vec![link_to("keep-me", "/somewhere/important")]
+    );
+}
+
+fn link_to(name: &str, target: &str) -> (String, Option<PathBuf>) {
+    (name.to_string(), Some(PathBuf::from(target)))
 }
