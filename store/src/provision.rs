@@ -89,11 +89,14 @@ pub fn provision(
         crate::stamp::clear(&paths.dir).map_err(io_err(&paths.dir))?;
     }
     set_mode(&paths.inbound, 0o644).map_err(io_err(&paths.inbound))?;
-    if std::fs::symlink_metadata(&paths.inbox).is_err() {
-        std::fs::create_dir(&paths.inbox).map_err(io_err(&paths.inbox))?;
+    // The stamp folder exists from the start: the container's mount plan binds it.
+    for dir in [&paths.stamps, &paths.inbox] {
+        if std::fs::symlink_metadata(dir).is_err() {
+            std::fs::create_dir(dir).map_err(io_err(dir))?;
+        }
+        ensure_real_dir(dir)?;
+        set_mode(dir, 0o755).map_err(io_err(dir))?;
     }
-    ensure_real_dir(&paths.inbox)?;
-    set_mode(&paths.inbox, 0o755).map_err(io_err(&paths.inbox))?;
     let outbound = match std::fs::symlink_metadata(&paths.container_dir) {
         Ok(m) if m.is_dir() => None,
         Ok(_) => {

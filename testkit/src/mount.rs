@@ -343,6 +343,17 @@ impl BindMount {
     /// Mounts `source` with bindfs in `mode` at a new mount point under [`mounts_root`]. The
     /// first mount of a process first unmounts the stale mounts of dead processes.
     pub fn new(source: &Path, mode: CacheMode) -> Result<BindMount, MountError> {
+        BindMount::with_access(source, mode, false)
+    }
+
+    /// Like [`BindMount::new`]; with `allow_other`, users other than the mounting one may use
+    /// the mount too (a sandboxed container running as another user; needs root, or
+    /// `user_allow_other` in /etc/fuse.conf).
+    pub fn with_access(
+        source: &Path,
+        mode: CacheMode,
+        allow_other: bool,
+    ) -> Result<BindMount, MountError> {
         fuse_status()?;
         static CLEANUP: Once = Once::new();
         CLEANUP.call_once(|| {
@@ -370,8 +381,12 @@ impl BindMount {
         };
         // --no-allow-other: only this user needs the mount, and it works without
         // `user_allow_other` in /etc/fuse.conf when not root.
-        let out = match Command::new("bindfs")
-            .arg("--no-allow-other")
+        // bindfs adds `-o allow_other` unless told not to.
+        let mut cmd = Command::new("bindfs");
+        if !allow_other {
+            cmd.arg("--no-allow-other");
+        }
+        let out = match cmd
             .arg("-o")
             .arg(mode.option())
             .arg(&source)

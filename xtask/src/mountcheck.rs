@@ -22,10 +22,15 @@
 use clap::Args;
 use diesel::sql_types::{Nullable, Text};
 use diesel::{QueryableByName, RunQueryDsl};
+use sessionbus_runtime::config::ContainerConfig;
+use sessionbus_runtime::control::{prepare_group, DEFAULT_SYSTEM_MOUNTS};
 use sessionbus_runtime::host::{deliver_session, Deliverer};
+use sessionbus_runtime::mount_plan::{
+    BwrapCommand, GroupMounts, MountPlan, SessionMounts, WORKSPACE,
+};
 use sessionbus_schema::{DbFile, FileKind, Role};
 use sessionbus_store::{
-    provision, DueOutbound, HostSession, NewMessage, SessionPaths, SystemClock,
+    provision, DueOutbound, HostSession, NewMessage, Ownership, SessionPaths, SystemClock,
 };
 use sessionbus_testkit::mount::{cleanup_stale_mounts, fuse_status, BindMount, CacheMode};
 use std::collections::{BTreeMap, HashMap};
@@ -88,6 +93,12 @@ pub struct MountcheckArgs {
     /// Keep each mode's session folder (its path is printed) instead of removing it
     #[arg(long)]
     pub keep: bool,
+
+    /// Run the container in bubblewrap as uid 1000 from the session's mount plan, so that
+    /// inbound.db is a nested read-only bind of one file and the host's journal is hidden
+    /// from the container's reader (needs root and bubblewrap)
+    #[arg(long)]
+    pub sandbox: bool,
 }
 
 /// What to run in one mode (the library form of the arguments).
@@ -105,6 +116,10 @@ pub struct RigOptions {
     pub drain: Duration,
     /// Keep the session folder afterwards.
     pub keep: bool,
+    /// Run the container in bubblewrap as uid 1000 with the session's mount plan built from
+    /// the mount: `inbound.db` a nested read-only bind of the one file, so the host's journal
+    /// is not visible to the container's reader.
+    pub sandbox: bool,
 }
 
 impl Default for RigOptions {
@@ -116,6 +131,7 @@ impl Default for RigOptions {
             frozen_after: Duration::from_millis(3000),
             drain: Duration::from_secs(20),
             keep: false,
+            sandbox: false,
         }
     }
 }
@@ -260,6 +276,7 @@ pub fn run(args: &MountcheckArgs) -> Result<Vec<ModeReport>, String> {
         frozen_after: Duration::from_millis(args.frozen_after_ms),
         drain: Duration::from_secs(args.drain_secs),
         keep: args.keep,
+        sandbox: args.sandbox,
     };
     if !args.json {
         println!(
@@ -398,17 +415,60 @@ struct EchoProcess {
     exit: Option<String>,
 }
 
+/// The echo container's arguments after `--workspace DIR`.
+fn echo_args(frozen_after: Duration) -> Vec<String> {
+    vec![
+        "--log-claims".into(),
+        format!("--frozen-view-ms={}", frozen_after.as_millis().max(1)),
+        "--heartbeat-ms=1000".into(),
+    ]
+}
+
+/// The sandboxed container's command: bubblewrap as uid 1000 with the session's mount plan,
+/// every source taken through the mount at `mount_point` (its writable area at `/workspace`,
+/// `inbound.db` a nested read-only bind of the one file on top).
+fn sandboxed_echo(
+    echo: &Path,
+    mount_point: &Path,
+    group: &GroupMounts,
+    frozen_after: Duration,
+) -> Result<Command, String> {
+    let plan = MountPlan::builder(
+        SessionMounts::from_paths(&SessionPaths::new(mount_point)),
+        group.clone(),
+    )
+    .build()
+    .map_err(|e| e.to_string())?;
+    let echo_dir = echo.parent().ok_or("the echo container has no folder")?;
+    let system = DEFAULT_SYSTEM_MOUNTS
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .chain(std::iter::once(echo_dir.to_path_buf()));
+    BwrapCommand::new(&plan, echo, SANDBOX_UID, SANDBOX_UID)
+        .arg("--workspace")
+        .arg(WORKSPACE.as_str())
+        .args(echo_args(frozen_after))
+        .system_mounts(system)
+        .env("PATH", "/usr/bin:/bin")
+        .command()
+        .map_err(|e| e.to_string())
+}
+
+/// The sandboxed container's user.
+const SANDBOX_UID: u32 = 1000;
+
 impl EchoProcess {
     fn start(echo: &Path, workspace: &Path, frozen_after: Duration) -> Result<EchoProcess, String> {
-        let mut child = Command::new(echo)
-            .arg("--workspace")
+        let mut cmd = Command::new(echo);
+        cmd.arg("--workspace")
             .arg(workspace)
-            .arg("--log-claims")
-            .arg(format!(
-                "--frozen-view-ms={}",
-                frozen_after.as_millis().max(1)
-            ))
-            .arg("--heartbeat-ms=1000")
+            .args(echo_args(frozen_after));
+        EchoProcess::spawn(cmd, echo)
+    }
+
+    fn spawn(mut cmd: Command, echo: &Path) -> Result<EchoProcess, String> {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -605,17 +665,40 @@ pub fn run_mode(mode: CacheMode, opts: &RigOptions, echo: &Path) -> Result<ModeR
         .map_err(|e| format!("cannot create a temp dir: {e}"))?;
     let paths = SessionPaths::in_data_dir(tmp.path(), "mountcheck", mode.option())
         .map_err(|e| e.to_string())?;
-    provision(&paths, None, &SystemClock).map_err(|e| e.to_string())?;
-    let agent = paths.dir.join("agent");
-    std::fs::create_dir_all(&agent).map_err(|e| format!("{}: {e}", agent.display()))?;
-    std::fs::write(
-        agent.join("container.json"),
-        r#"{"assistantName":"echo","pollIntervalIdleMs":10,"pollIntervalActiveMs":10}"#,
-    )
-    .map_err(|e| format!("{}: {e}", agent.display()))?;
-
-    let mount = BindMount::new(&paths.dir, mode).map_err(|e| e.to_string())?;
-    let mut container = EchoProcess::start(echo, mount.mount_point(), opts.frozen_after)?;
+    let config = r#"{"assistantName":"echo","pollIntervalIdleMs":10,"pollIntervalActiveMs":10}"#;
+    let (mut container, mount) = if opts.sandbox {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+        let owner = Ownership {
+            uid: SANDBOX_UID,
+            gid: SANDBOX_UID,
+        };
+        provision(&paths, Some(owner), &SystemClock).map_err(|e| e.to_string())?;
+        let group = GroupMounts::for_group(
+            tmp.path(),
+            "mountcheck",
+            tmp.path().join("agents/mountcheck"),
+        )
+        .map_err(|e| e.to_string())?;
+        let config =
+            ContainerConfig::from_str(config, "container.json").map_err(|e| e.to_string())?;
+        prepare_group(&group, Some(owner), &config).map_err(|e| e.to_string())?;
+        let mount = BindMount::with_access(&paths.dir, mode, true).map_err(|e| e.to_string())?;
+        let cmd = sandboxed_echo(echo, mount.mount_point(), &group, opts.frozen_after)?;
+        (EchoProcess::spawn(cmd, echo)?, mount)
+    } else {
+        provision(&paths, None, &SystemClock).map_err(|e| e.to_string())?;
+        let agent = paths.dir.join("agent");
+        std::fs::create_dir_all(&agent).map_err(|e| format!("{}: {e}", agent.display()))?;
+        std::fs::write(agent.join("container.json"), config)
+            .map_err(|e| format!("{}: {e}", agent.display()))?;
+        let mount = BindMount::new(&paths.dir, mode).map_err(|e| e.to_string())?;
+        (
+            EchoProcess::start(echo, mount.mount_point(), opts.frozen_after)?,
+            mount,
+        )
+    };
     let start_deadline = Instant::now() + Duration::from_secs(15);
     while !container.log.lock().map(|l| l.started).unwrap_or(false) {
         if container.exited() || Instant::now() >= start_deadline {

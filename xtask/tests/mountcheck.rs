@@ -30,6 +30,7 @@ fn opts(messages: usize, seed: u64) -> RigOptions {
         frozen_after: Duration::from_millis(1500),
         drain: Duration::from_secs(20),
         keep: false,
+        sandbox: false,
     }
 }
 
@@ -137,5 +138,21 @@ fn the_command_prints_one_row_per_mode() {
             assert_eq!(&cols[2..6], ["4", "0", "0", "0"], "{row}");
             assert!(row.trim_end().ends_with("ok"), "{row}");
         }
+    }
+}
+
+/// The split layout's container, sandboxed: `inbound.db` is a nested read-only bind of the
+/// one file, so the host's rollback journal is not visible to the container's reader while
+/// the host commits. Through each revalidating cache mode, every message is still answered
+/// exactly once and nothing it reads or writes is torn.
+#[test]
+fn with_the_hosts_journal_hidden_every_message_is_answered_exactly_once() {
+    for (mode, seed) in [(CacheMode::DirectIo, 31), (CacheMode::AutoCache, 37)] {
+        let o = RigOptions {
+            sandbox: true,
+            ..opts(25, seed)
+        };
+        let r = check(mode, &o);
+        assert_exactly_once(&r, 25);
     }
 }
