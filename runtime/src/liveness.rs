@@ -221,12 +221,21 @@ pub fn decide(
 }
 
 /// How a message the container failed to finish is retried.
+///
+/// The first retry is immediate by default: a container is mostly killed or lost for reasons
+/// that are not the message's (stuck on something else, the host restarting, a crash in a tool),
+/// and a retry that waits while later messages are answered shows the user replies out of
+/// order. A message that fails again backs off from its second retry on, doubling each time,
+/// so a poison message costs a bounded number of container starts before it is marked failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// The first backoff, in milliseconds (default 5000); each retry doubles it.
+    /// The backoff of the first retry that waits, in milliseconds (default 5000); each later
+    /// retry doubles it.
     pub base_backoff_ms: i64,
     /// How many retries a message gets before it is marked failed (default 5).
     pub max_tries: i64,
+    /// The first retry is due at once (default true); off, it waits `base_backoff_ms` too.
+    pub immediate_first_retry: bool,
 }
 
 impl Default for RetryPolicy {
@@ -234,6 +243,7 @@ impl Default for RetryPolicy {
         RetryPolicy {
             base_backoff_ms: 5000,
             max_tries: 5,
+            immediate_first_retry: true,
         }
     }
 }
@@ -253,10 +263,20 @@ pub enum RetryAction {
 }
 
 impl RetryPolicy {
-    /// The backoff before retry number `tries + 1`: `base x 2^tries` milliseconds (a negative
-    /// `tries` counts as 0), never more than [`MAX_BACKOFF_MS`].
+    /// The backoff before retry number `tries + 1`: `base x 2^tries` milliseconds, or with
+    /// [`RetryPolicy::immediate_first_retry`] 0 for the first and `base x 2^(tries - 1)` after
+    /// it (a negative `tries` counts as 0), never more than [`MAX_BACKOFF_MS`].
     pub fn backoff_ms(&self, tries: i64) -> i64 {
-        let exp = u32::try_from(tries.max(0)).unwrap_or(u32::MAX);
+        let tries = tries.max(0);
+        let tries = if self.immediate_first_retry {
+            if tries == 0 {
+                return 0;
+            }
+            tries - 1
+        } else {
+            tries
+        };
+        let exp = u32::try_from(tries).unwrap_or(u32::MAX);
         let factor = 2i64.checked_pow(exp).unwrap_or(i64::MAX);
         self.base_backoff_ms
             .max(0)
@@ -267,7 +287,7 @@ impl RetryPolicy {
     /// The next step for a message whose row has `tries` retries so far.
     ///
     /// The boundary: `tries < max_tries` retries, `tries >= max_tries` fails. With the default
-    /// policy the backoffs are 5, 10, 20, 40 and 80 s for `tries` 0 to 4 (new `tries` 1 to 5);
+    /// policy the backoffs are 0, 5, 10, 20 and 40 s for `tries` 0 to 4 (new `tries` 1 to 5);
     /// the sweep that then finds `tries = 5` marks the message failed. So a message is handed to
     /// a container at most six times: the first attempt and five retries. A negative `tries`
     /// (not written by any known writer) counts as 0.
@@ -503,17 +523,48 @@ mod tests {
     }
 
     #[test]
+    fn a_declared_timeout_counts_at_most_two_hours() {
+        let huge = tool("Bash", Some(i64::MAX));
+        assert_eq!(heartbeat_limit_ms(Some(&huge)), MAX_DECLARED_TIMEOUT_MS);
+        assert_eq!(claim_tolerance_ms(Some(&huge)), MAX_DECLARED_TIMEOUT_MS);
+        // Hung with the largest declaration there is: killed once past the cap.
+        let d = decide(at(MAX_DECLARED_TIMEOUT_MS + 1), Some(at(0)), Some(&huge), &[]);
+        assert!(matches!(
+            d,
+            StuckDecision::Kill {
+                reason: KillReason::HeartbeatCeiling { .. }
+            }
+        ));
+    }
+
+    #[test]
+    fn a_heartbeat_far_in_the_future_kills_and_a_slightly_early_one_counts_as_now() {
+        let d = decide(t0(), Some(at(MAX_HEARTBEAT_SKEW_MS + 1)), None, &[]);
+        assert!(matches!(
+            d,
+            StuckDecision::Kill {
+                reason: KillReason::HeartbeatInFuture { .. }
+            }
+        ));
+        assert_eq!(
+            decide(t0(), Some(at(MAX_HEARTBEAT_SKEW_MS)), None, &[]),
+            StuckDecision::Healthy
+        );
+    }
+
+    #[test]
     fn retry_table() {
         let p = RetryPolicy::default();
         assert_eq!(p.base_backoff_ms, 5000);
         assert_eq!(p.max_tries, 5);
+        assert!(p.immediate_first_retry);
         let cases = [
-            (-3, Some((1, 5_000))),
-            (0, Some((1, 5_000))),
-            (1, Some((2, 10_000))),
-            (2, Some((3, 20_000))),
-            (3, Some((4, 40_000))),
-            (4, Some((5, 80_000))), // the last retry
+            (-3, Some((1, 0))),
+            (0, Some((1, 0))), // the first retry is immediate: replies stay in order
+            (1, Some((2, 5_000))),
+            (2, Some((3, 10_000))),
+            (3, Some((4, 20_000))),
+            (4, Some((5, 40_000))), // the last retry
             (5, None),              // exactly at max_tries: failed
             (6, None),
             (i64::MAX, None),
@@ -550,7 +601,9 @@ mod tests {
         let p = RetryPolicy {
             base_backoff_ms: 1000,
             max_tries: 1000,
+            immediate_first_retry: false,
         };
+        assert_eq!(p.backoff_ms(0), 1000);
         assert_eq!(p.backoff_ms(3), 8000);
         assert_eq!(p.backoff_ms(62), MAX_BACKOFF_MS);
         assert_eq!(p.backoff_ms(900), MAX_BACKOFF_MS);
@@ -564,11 +617,13 @@ mod tests {
         let never = RetryPolicy {
             base_backoff_ms: 5000,
             max_tries: 0,
+            ..RetryPolicy::default()
         };
         assert_eq!(never.next_retry(0, t0()), RetryAction::Fail);
         let negative = RetryPolicy {
             base_backoff_ms: -5,
             max_tries: 5,
+            ..RetryPolicy::default()
         };
         assert_eq!(negative.backoff_ms(2), 0);
     }
@@ -594,8 +649,8 @@ mod tests {
         let RetryAction::Retry { process_after, .. } = p.next_retry(2, t0()) else {
             panic!("tries 2 retries");
         };
-        assert!(!should_bump(Some(process_after), at(19_999)));
-        assert!(should_bump(Some(process_after), at(20_000)));
+        assert!(!should_bump(Some(process_after), at(9_999)));
+        assert!(should_bump(Some(process_after), at(10_000)));
     }
 
     proptest::proptest! {

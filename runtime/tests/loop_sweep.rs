@@ -8,7 +8,7 @@ use sessionbus_runtime::host::{
     accept_chat, decide_now, deliver_session, for_each_session, sweep_session, Accepted,
     ContainerControl, Deliverer, SweepOptions,
 };
-use sessionbus_runtime::liveness::{KillReason, StuckDecision};
+use sessionbus_runtime::liveness::{KillReason, RetryPolicy, StuckDecision};
 use sessionbus_schema::Clock;
 use sessionbus_store::*;
 use sessionbus_testkit::{message, TempSession};
@@ -309,11 +309,19 @@ fn sweep_kills_a_stuck_container_and_settles_its_claim_in_the_host_file() {
         running: true,
         ..Fake::default()
     };
-    let r = sweep_session(&h, &mut ctl, &|_| None, SweepOptions::default()).unwrap();
+    // A backoff from the first retry on, to see it (the default's first retry is immediate).
+    let opts = SweepOptions {
+        retry: RetryPolicy {
+            immediate_first_retry: false,
+            ..RetryPolicy::default()
+        },
+        ..SweepOptions::default()
+    };
+    let r = sweep_session(&h, &mut ctl, &|_| None, opts).unwrap();
     assert_eq!(r.decision, Some(StuckDecision::Healthy));
     assert!(!r.killed);
     s.clock.advance_secs(61);
-    let r = sweep_session(&h, &mut ctl, &|_| None, SweepOptions::default()).unwrap();
+    let r = sweep_session(&h, &mut ctl, &|_| None, opts).unwrap();
     assert!(r.killed, "{r:?}");
     assert!(ctl.kills[0].contains("message m"), "{:?}", ctl.kills);
     assert_eq!(r.retried, vec!["m"]);
@@ -333,16 +341,45 @@ fn sweep_kills_a_stuck_container_and_settles_its_claim_in_the_host_file() {
     c.outbound()
         .ack(&["m".into()], &AckStatus::Processing)
         .unwrap();
-    let r = sweep_session(&h, &mut ctl, &|_| None, SweepOptions::default()).unwrap();
+    let r = sweep_session(&h, &mut ctl, &|_| None, opts).unwrap();
     assert!(r.retried.is_empty());
     assert_eq!(h.inbound().message("m").unwrap().unwrap().tries, 1);
     // A new container runs with the old claim still in the file: not killed for it.
     ctl.running = true;
     s.clock.advance_secs(600);
     sessionbus_runtime::heartbeat::touch_at(&s.paths.heartbeat, s.clock.now()).unwrap();
-    let r = sweep_session(&h, &mut ctl, &|_| None, SweepOptions::default()).unwrap();
+    let r = sweep_session(&h, &mut ctl, &|_| None, opts).unwrap();
     assert_eq!(r.decision, Some(StuckDecision::Healthy), "{r:?}");
     assert_eq!(r.claims_settled, 0);
+}
+
+/// Issue: after a kill the retried message waited out its backoff while later messages were
+/// answered, so the user saw replies out of order. The first retry is immediate: the killed
+/// container's message is due again at once, before the messages written after it.
+#[test]
+fn the_first_retry_after_a_kill_is_due_at_once_so_replies_stay_in_order() {
+    let s = TempSession::new();
+    let h = s.host();
+    for id in ["first", "second"] {
+        h.inbound()
+            .write_message(&message(id, "x").build())
+            .unwrap();
+    }
+    let c = s.container();
+    c.outbound()
+        .ack(&["first".into()], &AckStatus::Processing)
+        .unwrap();
+    let mut ctl = Fake::default(); // the container died holding `first`
+    let r = sweep_session(&h, &mut ctl, &|_| None, SweepOptions::default()).unwrap();
+    assert_eq!(r.retried, ["first"]);
+    assert!(r.woke, "due at once: a container is woken for it");
+    let m = h.inbound().message("first").unwrap().unwrap();
+    assert_eq!(m.tries, 1);
+    assert!(m.process_after.unwrap().instant() <= Some(s.clock.now()));
+    // The next container starts (clearing its predecessor's claim) and takes both, in order.
+    c.start().unwrap();
+    let batch = c.poll(true, 10).unwrap();
+    assert_eq!(batch.ids(), ["first", "second"]);
 }
 
 #[test]

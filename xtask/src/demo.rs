@@ -352,11 +352,21 @@ impl Demo {
             println!(
                 "          it stays pending in inbound.db with tries {tries}, not before {due_at} UTC"
             );
-            println!(
-                "          (a backoff of {:.1} s, doubling with each try; marked failed once it has had {} retries)",
-                backoff as f64 / 1000.0,
-                self.opts.retry.max_tries
-            );
+            if backoff == 0 {
+                println!(
+                    "          (a first retry is due at once: a kill is mostly not the message's fault, and\n\
+                     \x20          waiting would answer later messages first; a message that fails again\n\
+                     \x20          backs off from {:.1} s, doubling, and is marked failed after {} retries)",
+                    self.opts.retry.base_backoff_ms as f64 / 1000.0,
+                    self.opts.retry.max_tries
+                );
+            } else {
+                println!(
+                    "          (a backoff of {:.1} s, doubling with each try; marked failed once it has had {} retries)",
+                    backoff as f64 / 1000.0,
+                    self.opts.retry.max_tries
+                );
+            }
             self.retried.push(id.clone());
         }
         for id in &r.failed {

@@ -564,6 +564,7 @@ fn host(run: &Path, incarnation: u32) -> ProcResult {
         retry: RetryPolicy {
             base_backoff_ms: cfg.base_backoff_ms,
             max_tries: cfg.max_tries,
+            ..RetryPolicy::default()
         },
         wake: true,
     };
