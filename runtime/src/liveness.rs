@@ -528,7 +528,12 @@ mod tests {
         assert_eq!(heartbeat_limit_ms(Some(&huge)), MAX_DECLARED_TIMEOUT_MS);
         assert_eq!(claim_tolerance_ms(Some(&huge)), MAX_DECLARED_TIMEOUT_MS);
         // Hung with the largest declaration there is: killed once past the cap.
-        let d = decide(at(MAX_DECLARED_TIMEOUT_MS + 1), Some(at(0)), Some(&huge), &[]);
+        let d = decide(
+            at(MAX_DECLARED_TIMEOUT_MS + 1),
+            Some(at(0)),
+            Some(&huge),
+            &[],
+        );
         assert!(matches!(
             d,
             StuckDecision::Kill {

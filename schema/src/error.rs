@@ -187,9 +187,9 @@ pub enum DbError {
         /// Which limit, and by how much.
         detail: String,
     },
-    /// The operation ran past its time budget and SQLite interrupted it (only operations on a
-    /// file the container wrote have one).
-    #[error("{at}: interrupted after its time budget of {budget_ms} ms")]
+    /// The operation used up its budget (its steps, or its wall-clock backstop) and SQLite
+    /// interrupted it (only operations on a file the container wrote have one).
+    #[error("{at}: interrupted: over its budget of work (or of {budget_ms} ms)")]
     OverBudget {
         /// Where.
         at: At,

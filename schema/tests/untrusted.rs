@@ -222,6 +222,28 @@ fn a_huge_value_is_an_error_not_an_allocation() {
 }
 
 #[test]
+fn a_runaway_statement_stops_at_its_budget_of_work() {
+    // The default wall-clock backstop is seconds: what stops it is the step count.
+    let fx = fixture();
+    let f = host_reader(&fx.outbound);
+    let mut c = f.open_reader("spin").unwrap();
+    let start = Instant::now();
+    let err = diesel::sql_query(
+        "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM r) \
+         SELECT count(*) AS n FROM r",
+    )
+    .get_result::<N>(&mut c)
+    .map_err(|e| f.err("spin", e))
+    .unwrap_err();
+    assert!(matches!(err, DbError::OverBudget { .. }), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
 fn a_runaway_statement_stops_at_the_operation_budget() {
     let fx = fixture();
     let f = host_reader(&fx.outbound).with_budget(Duration::from_millis(100));

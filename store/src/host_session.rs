@@ -142,14 +142,17 @@ impl HostSession {
         next_occurrence: &dyn Fn(&MessageIn) -> Option<NextOccurrence>,
     ) -> Result<SyncReport> {
         let pending = self.inbound.pending_ids()?;
-        if pending.is_empty() {
-            return Ok(SyncReport::default());
-        }
-        let acks = self.outbound.acks(&pending)?;
+        let acks = if pending.is_empty() {
+            Vec::new()
+        } else {
+            self.outbound.acks(&pending)?
+        };
         self.apply_acks(pending.len(), &acks, next_occurrence)
     }
 
-    /// Applies the final acks among `acks` (read for the `pending` pending messages).
+    /// Applies the final acks among `acks` (read for the `pending` pending messages), and
+    /// continues the series of finished recurring tasks (see
+    /// [`crate::inbound_writer`]'s `continue_series`: exactly once, whoever finished them).
     pub fn apply_acks(
         &self,
         pending: usize,
@@ -162,13 +165,13 @@ impl HostSession {
             .filter(|a| matches!(a.status, AckStatus::Completed | AckStatus::Failed))
             .cloned()
             .collect();
-        if finals.is_empty() {
+        let file = self.inbound.file();
+        if finals.is_empty() && !fileio::read_own(file, OP, |c| Ok(iw::has_open_series(c)?))? {
             return Ok(SyncReport {
                 still_pending: pending,
                 ..SyncReport::default()
             });
         }
-        let file = self.inbound.file();
         let now = self.clock().now();
         let mut report = fileio::write(file, OP, |c| {
             iw::apply_final_acks(c, file, &finals, next_occurrence, now)

@@ -461,7 +461,8 @@ pub(crate) fn fan_out(
     Ok(seq)
 }
 
-/// Marks pending rows finished from their final acks; fans out completed recurring tasks.
+/// Marks pending rows finished from their final acks, and continues the series of recurring
+/// tasks among them (a failed run continues its series too, as the older host does).
 pub(crate) fn apply_final_acks(
     c: &mut SqliteConnection,
     file: &DbFile,
@@ -488,30 +489,81 @@ pub(crate) fn apply_final_acks(
         }
         if status == MessageStatus::Failed {
             report.failed.push(ack.message_id.clone());
-            continue;
-        }
-        report.completed.push(ack.message_id.clone());
-        let row = messages_in::table
-            .find(&ack.message_id)
-            .select(InRow::as_select())
-            .get_result(c)
-            .map(MessageIn::from)?;
-        if row.recurrence.is_some() {
-            if let Some(next) = next_occurrence(&row) {
-                let exists = messages_in::table
-                    .find(&next.id)
-                    .count()
-                    .get_result::<i64>(c)?
-                    > 0;
-                check_id(|| file.at("fan out recurrence"), &next.id)?;
-                if !exists {
-                    let seq = fan_out(c, &row, &next, now)?;
-                    report.recurrences.push((row.id.clone(), next.id, seq));
-                }
-            }
+        } else {
+            report.completed.push(ack.message_id.clone());
         }
     }
+    continue_series(c, file, next_occurrence, now, &mut report)?;
     Ok(report)
+}
+
+/// Every finished row that still carries a recurrence gets its series continued exactly once,
+/// whoever finished it: when a later row of the series already exists (the older host inserts
+/// the next occurrence, then clears the recurrence in a second statement, and can die between
+/// them) only the recurrence is cleared; else `next_occurrence` is asked for the next one,
+/// inserted with the recurrence cleared, atomically (inside the caller's transaction).
+pub(crate) fn continue_series(
+    c: &mut SqliteConnection,
+    file: &DbFile,
+    next_occurrence: &dyn Fn(&MessageIn) -> Option<NextOccurrence>,
+    now: Timestamp,
+    report: &mut SyncReport,
+) -> Result<(), OpError> {
+    let finished: Vec<MessageIn> = messages_in::table
+        .filter(messages_in::recurrence.is_not_null())
+        .filter(messages_in::status.eq_any([
+            MessageStatus::Completed.as_str(),
+            MessageStatus::Failed.as_str(),
+        ]))
+        .order(messages_in::seq.asc())
+        .select(InRow::as_select())
+        .load(c)?
+        .into_iter()
+        .map(MessageIn::from)
+        .collect();
+    for row in finished {
+        let series = row.series_id.clone().unwrap_or_else(|| row.id.clone());
+        let later = messages_in::table
+            .filter(messages_in::series_id.eq(&series))
+            .filter(messages_in::seq.gt(row.seq.map_or(i64::MAX, |s| s.0)))
+            .count()
+            .get_result::<i64>(c)?
+            > 0;
+        if !later {
+            let Some(next) = next_occurrence(&row) else {
+                continue;
+            };
+            check_id(|| file.at("fan out recurrence"), &next.id)?;
+            let exists = messages_in::table
+                .find(&next.id)
+                .count()
+                .get_result::<i64>(c)?
+                > 0;
+            if !exists {
+                let seq = fan_out(c, &row, &next, now)?;
+                report.recurrences.push((row.id.clone(), next.id, seq));
+                continue;
+            }
+        }
+        diesel::update(messages_in::table.find(&row.id))
+            .set(messages_in::recurrence.eq(None::<String>))
+            .execute(c)?;
+    }
+    Ok(())
+}
+
+/// True when a finished row still carries a recurrence (through the partial index).
+pub(crate) fn has_open_series(c: &mut SqliteConnection) -> QueryResult<bool> {
+    Ok(messages_in::table
+        .filter(messages_in::recurrence.is_not_null())
+        .filter(messages_in::status.eq_any([
+            MessageStatus::Completed.as_str(),
+            MessageStatus::Failed.as_str(),
+        ]))
+        .select(messages_in::id)
+        .first::<String>(c)
+        .optional()?
+        .is_some())
 }
 
 /// Pending ids of the host's own file (bounded by what is pending, not by history).

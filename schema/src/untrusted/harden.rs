@@ -8,8 +8,9 @@
 //! host), `trusted_schema` off (functions in the schema restricted to innocuous ones),
 //! extension loading off, `ATTACH` unable to create or write files, tight `sqlite3_limit`s
 //! (no value longer than [`MAX_VALUE_BYTES`], so a huge row is an error and never an
-//! allocation), and a progress handler that interrupts the connection once its operation's
-//! deadline has passed.
+//! allocation), and a progress handler that interrupts the connection once its operation has
+//! done [`MAX_VM_STEPS`] of work (a bound no machine load changes) or passed its wall-clock
+//! deadline (a backstop for work SQLite does not count in steps).
 
 use super::vfs;
 use libsqlite3_sys as ffi;
@@ -49,8 +50,15 @@ const SWITCHES: &[(c_int, c_int)] = &[
     (ffi::SQLITE_DBCONFIG_WRITABLE_SCHEMA, 0),
 ];
 
-/// How many virtual-machine steps between two deadline checks.
-const PROGRESS_EVERY: c_int = 1000;
+/// How many virtual-machine steps between two calls of the progress handler.
+pub(crate) const PROGRESS_EVERY: c_int = 1000;
+
+/// The work one operation on the container's file may do: 2,000 progress calls, two million
+/// virtual-machine steps. The host's own reads of a real session take a few hundred thousand
+/// at most (a window of a thousand rows, acks of thousands of pending messages); a file built
+/// to make them expensive (no index, a million rows to scan) stops here, on any machine
+/// whatever its load, in some tens of milliseconds of CPU.
+pub const MAX_VM_STEPS: i64 = 2_000_000;
 
 /// Name under which the connection keeps its deadline (freed by SQLite on close).
 const CLIENT_DATA: &std::ffi::CStr = c"sessionbus-untrusted-entry";
@@ -154,12 +162,16 @@ unsafe extern "C" fn drop_entry(p: *mut c_void) {
     }
 }
 
-/// The progress handler: non-zero interrupts the statement (`SQLITE_INTERRUPT`).
+/// The progress handler: non-zero interrupts the statement (`SQLITE_INTERRUPT`), once the
+/// operation has used up its steps or passed its wall-clock deadline.
 unsafe extern "C" fn past_deadline(p: *mut c_void) -> c_int {
     if p.is_null() {
         return 1;
     }
     // SAFETY: `p` is the live Arc<Entry> pointer installed in `harden`.
     let entry = unsafe { &*p.cast_const().cast::<vfs::Entry>() };
-    c_int::from(Instant::now() > entry.deadline)
+    let left = entry
+        .steps_left
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    c_int::from(left <= 0 || Instant::now() > entry.deadline)
 }

@@ -26,7 +26,7 @@ pub mod shape;
 mod vfs;
 
 pub use fs::{NodeInfo, NodeKind, UntrustedDir, UntrustedFsError};
-pub use harden::MAX_VALUE_BYTES;
+pub use harden::{MAX_VALUE_BYTES, MAX_VM_STEPS};
 pub use shape::{ExpectedTable, HOST_READS_OUTBOUND, MAX_SCHEMA_ENTRIES};
 pub use vfs::TEMP_FILE_CAP;
 
@@ -171,7 +171,11 @@ pub(crate) fn open(
         dir: dir.into_fd(),
         main,
         leaf: leaf.as_bytes().to_vec(),
-        deadline: Instant::now() + opts.budget,
+        // The lock wait has its own bound (the busy timeout): the deadline starts after it.
+        deadline: Instant::now() + opts.budget + opts.busy_timeout,
+        steps_left: std::sync::atomic::AtomicI64::new(
+            harden::MAX_VM_STEPS / i64::from(harden::PROGRESS_EVERY),
+        ),
     });
     let token = vfs::register(&entry);
     let uri = format!(

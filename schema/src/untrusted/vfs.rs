@@ -53,6 +53,9 @@ pub(crate) struct Entry {
     pub(crate) leaf: Vec<u8>,
     /// Past this instant the progress handler interrupts whatever the connection runs.
     pub(crate) deadline: Instant,
+    /// How many more progress calls (each [`super::harden::PROGRESS_EVERY`] virtual-machine
+    /// steps) the operation may make: a bound on its work that no machine load changes.
+    pub(crate) steps_left: std::sync::atomic::AtomicI64,
 }
 
 type Registry = Mutex<HashMap<u64, Weak<Entry>>>;

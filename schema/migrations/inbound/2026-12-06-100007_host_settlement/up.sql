@@ -26,3 +26,9 @@ CREATE TABLE IF NOT EXISTS held_outbound (
   PRIMARY KEY (source, seq)
 );
 CREATE INDEX IF NOT EXISTS idx_held_outbound_due ON held_outbound(deliver_after_ms);
+
+-- Finished rows that still carry a recurrence: a series whose next occurrence was never
+-- inserted (an older host crashed between its two statements, or a `failed` run). Few rows,
+-- read on every sync: a partial index keeps that read off the history.
+CREATE INDEX IF NOT EXISTS idx_messages_in_recurring ON messages_in(status, seq)
+  WHERE recurrence IS NOT NULL;
