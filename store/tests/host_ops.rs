@@ -217,6 +217,92 @@ fn sync_acks_marks_completed_and_failed_and_leaves_claims() {
     assert!(claims[0].claimed_at.instant().is_some());
 }
 
+/// Issue: a `failed` run ended its recurring series (the older host continues it).
+#[test]
+fn a_failed_run_of_a_recurring_task_continues_its_series() {
+    let s = TempSession::new();
+    let (h, c) = (s.host(), s.container());
+    h.inbound()
+        .write_message(&message("t1", "daily").recurring("0 9 * * *").build())
+        .unwrap();
+    c.outbound()
+        .ack(&["t1".into()], &AckStatus::Failed)
+        .unwrap();
+    let next_at = s.clock.now().plus_millis(86_400_000);
+    let r = h
+        .sync_acks(&|_| {
+            Some(NextOccurrence {
+                id: "t2".into(),
+                process_after: next_at,
+            })
+        })
+        .unwrap();
+    assert_eq!(r.failed, ["t1"]);
+    assert_eq!(r.recurrences.len(), 1);
+    let done = h.inbound().message("t1").unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.recurrence),
+        (MessageStatus::Failed, None)
+    );
+    let next = h.inbound().message("t2").unwrap().unwrap();
+    assert_eq!(next.status, MessageStatus::Pending);
+}
+
+/// Issue: a completed row that still carries a recurrence (the older host died between
+/// inserting the next occurrence and clearing the recurrence, or completed it without
+/// fanning out) was never continued. It is continued exactly once: fanned out when no later
+/// row of its series exists, else only cleared.
+#[test]
+fn a_finished_row_still_carrying_a_recurrence_is_continued_exactly_once() {
+    let s = TempSession::new();
+    let h = s.host();
+    // Left by an older host: completed with its recurrence, no next occurrence.
+    h.inbound()
+        .write_message(&message("a1", "daily").recurring("0 9 * * *").build())
+        .unwrap();
+    h.inbound()
+        .set_status("a1", &MessageStatus::Completed)
+        .unwrap();
+    // Left by an older host that died between its two statements: the next one exists.
+    h.inbound()
+        .write_message(&message("b1", "weekly").recurring("0 9 * * 1").build())
+        .unwrap();
+    h.inbound()
+        .set_status("b1", &MessageStatus::Completed)
+        .unwrap();
+    let mut b2 = message("b2", "weekly").recurring("0 9 * * 1").build();
+    b2.series_id = Some("b1".into());
+    h.inbound().write_message(&b2).unwrap();
+    let asked = std::cell::RefCell::new(Vec::new());
+    let next = |m: &MessageIn| {
+        asked.borrow_mut().push(m.id.clone());
+        Some(NextOccurrence {
+            id: format!("{}-next", m.id),
+            process_after: s.clock.now().plus_millis(60_000),
+        })
+    };
+    let r = h.sync_acks(&next).unwrap();
+    assert_eq!(
+        *asked.borrow(),
+        ["a1"],
+        "b1's next occurrence exists already"
+    );
+    assert_eq!(r.recurrences.len(), 1);
+    assert!(h.inbound().message("a1-next").unwrap().is_some());
+    assert!(h.inbound().message("b1-next").unwrap().is_none());
+    for id in ["a1", "b1"] {
+        assert_eq!(
+            h.inbound().message(id).unwrap().unwrap().recurrence,
+            None,
+            "{id}"
+        );
+    }
+    // Exactly once: the next sync has nothing to continue.
+    let again = h.sync_acks(&next).unwrap();
+    assert!(again.recurrences.is_empty());
+    assert_eq!(asked.borrow().len(), 1);
+}
+
 #[test]
 fn recurring_task_fans_out_atomically_with_the_sync() {
     let s = TempSession::new();
