@@ -55,7 +55,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// Single row (id = 1): the tool in flight, if any.
+    /// Single row (id = 1): the tool in flight, if any, and whether a batch is being handled.
     container_state (id) {
         /// Always 1.
         id -> BigInt,
@@ -67,6 +67,23 @@ diesel::table! {
         tool_started_at -> Nullable<Text>,
         /// Last write (JavaScript ISO format).
         updated_at -> Text,
+        /// When the batch being handled was claimed (JavaScript ISO format); NULL while idle.
+        /// This library's addition (migration 200006): older containers' files lack it.
+        busy_since -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// Why a message's handler failed, for the operator (this library's addition, migration
+    /// 200006). The message's `processing` claim stays; the host retries or fails it.
+    failure_notes (message_id) {
+        /// `messages_in.id`.
+        message_id -> Text,
+        /// What happened (a panic's message, the handler's error, a missed deadline), at most
+        /// 1 KiB.
+        reason -> Text,
+        /// When it was noted (JavaScript ISO format).
+        at -> Text,
     }
 }
 
@@ -75,4 +92,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     processing_ack,
     session_state,
     container_state,
+    failure_notes,
 );

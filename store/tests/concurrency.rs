@@ -268,6 +268,46 @@ fn host_processes_writing_one_inbound_db_never_collide_nor_lose_a_row() {
     );
 }
 
+/// Busy-loop threads that keep every core busy until dropped: contention the way a loaded
+/// machine makes it (a writer descheduled while it holds the lock, so the other one's busy
+/// timeout runs out), on purpose and inside the test.
+struct CpuLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl CpuLoad {
+    fn start() -> CpuLoad {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                    }
+                    x
+                })
+            })
+            .collect();
+        CpuLoad { stop, threads }
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Two container processes (the runner and a tool server) append to outbound.db at once while
+/// every core is kept busy: a writer that loses the lock for longer than the busy timeout
+/// retries with backoff instead of failing, so nothing is lost.
 #[test]
 fn runner_and_tool_server_append_outbound_rows_concurrently() {
     const EACH: usize = 1000;
@@ -294,11 +334,13 @@ fn runner_and_tool_server_append_outbound_rows_concurrently() {
     let children: Vec<Child> = (0..2)
         .map(|i| spawn_child(NAME, "container-writer", i, s.dir()))
         .collect();
+    let load = CpuLoad::start();
     go(s.dir());
     for (i, c) in children.into_iter().enumerate() {
         let out = finish(c, &format!("container process {i}"));
         assert_eq!(tagged(&out, "DONE ").len(), 1);
     }
+    drop(load);
     let rows = id_seqs(&s.paths.outbound, "messages_out");
     assert_eq!(rows.len(), 2 * EACH);
     assert_seqs(&rows, 1, "container rows");
