@@ -21,9 +21,9 @@
 //!   1000 and 250 ms, at least 1);
 //! - `handlerTimeoutMs`: the deadline of one batch's handler, in milliseconds (default
 //!   [`DEFAULT_HANDLER_TIMEOUT_MS`], 30 minutes; at least 1, at most
-//!   [`MAX_HANDLER_TIMEOUT_MS`], 2 hours). While a tool with a declared timeout is in flight
-//!   ([`crate::container::HandlerContext::with_tool`]) the deadline is widened to the tool's
-//!   end when that is later, but never past 2 hours after the batch was claimed. Past the
+//!   [`MAX_HANDLER_TIMEOUT_MS`], 2 hours). Time spent in a tool with a declared timeout
+//!   ([`crate::container::HandlerContext::with_tool`]), up to that timeout, does not count
+//!   against it, but no batch gets more than 2 hours after it was claimed. Past the
 //!   deadline the container stops vouching for itself on `.heartbeat` (the host's liveness
 //!   rules then kill it) and its run ends with
 //!   [`crate::error::RuntimeError::HandlerTimedOut`] if the handler ever returns. See

@@ -22,9 +22,11 @@
 //! # The deadline
 //!
 //! Each batch gets `handlerTimeoutMs` from `container.json` (default 30 minutes) from the
-//! moment it is claimed. While a tool with a declared timeout runs
-//! ([`HandlerContext::with_tool`]) the deadline is at least the tool's start plus that timeout;
-//! never more than 2 hours after the claim ([`crate::config::MAX_HANDLER_TIMEOUT_MS`]). Past it
+//! moment it is claimed. Time spent in a tool with a declared timeout
+//! ([`HandlerContext::with_tool`]), up to that timeout, does not count: while such a tool runs
+//! the deadline is widened by its whole declared timeout, and once it returns, by the time it
+//! took. Never more than 2 hours after the claim ([`crate::config::MAX_HANDLER_TIMEOUT_MS`]),
+//! however many tools run. Past it
 //! the helper thread sets `.heartbeat`'s mtime back to the claim time and stops touching it:
 //! no heartbeat after the claim is what the host's claim rule kills for at its next sweep (the
 //! 30-minute ceiling would only fire much later). A handler stuck for good never returns; that
@@ -200,9 +202,10 @@ impl HandlerContext<'_> {
     }
 
     /// Runs `f` as tool `name` in flight (with its declared timeout, if any), clearing the
-    /// record afterwards whatever `f` returns. While `f` runs, the batch's deadline is at
-    /// least the tool's start plus a positive declared timeout (never more than 2 hours after
-    /// the batch was claimed).
+    /// record afterwards whatever `f` returns. With a positive declared timeout, the time `f`
+    /// takes (up to that timeout) does not count against the batch's `handlerTimeoutMs`: the
+    /// deadline is widened by the declared timeout while `f` runs, and by the time `f` took
+    /// once it has returned (never past 2 hours after the batch was claimed).
     pub fn with_tool<T>(
         &self,
         name: &str,
@@ -221,13 +224,26 @@ impl HandlerContext<'_> {
 
 /// The deadline of the batch being handled, shared by the handler's thread (which widens it
 /// while a tool runs) and the heartbeat helper (which checks it).
+///
+/// Time spent inside a tool with a declared timeout, up to that timeout, does not count
+/// against the handler's own budget: while the tool runs the deadline is widened by the whole
+/// declared timeout; once it returns, by the time it actually took. The total never exceeds
+/// [`MAX_HANDLER_TIMEOUT_MS`] after the claim.
 struct BatchDeadline {
     /// When the batch was claimed.
     claimed: Instant,
     /// `handlerTimeoutMs`.
     timeout: Duration,
-    /// The end of the declared timeout of the tool in flight, if any.
-    tool_until: Mutex<Option<Instant>>,
+    tools: Mutex<ToolTime>,
+}
+
+/// What tools have added to a batch's deadline.
+#[derive(Default)]
+struct ToolTime {
+    /// Time spent in tools that have returned (each up to its declared timeout).
+    credited: Duration,
+    /// The outermost tool in flight with a declared timeout: its start and that timeout.
+    in_flight: Option<(Instant, Duration)>,
 }
 
 impl BatchDeadline {
@@ -235,24 +251,29 @@ impl BatchDeadline {
         BatchDeadline {
             claimed,
             timeout,
-            tool_until: Mutex::new(None),
+            tools: Mutex::new(ToolTime::default()),
         }
     }
 
-    /// The instant `d` after the claim. `d` is at most 2 hours, so this is always
-    /// representable; if it ever were not, the deadline would be the claim itself (the batch
-    /// fails and the host retries it, rather than the handler running unbounded).
-    fn after_claim(&self, d: Duration) -> Instant {
-        self.claimed.checked_add(d).unwrap_or(self.claimed)
+    fn tools(&self) -> std::sync::MutexGuard<'_, ToolTime> {
+        // Only this module holds the lock, never across a call out: a poisoned lock still
+        // holds consistent values.
+        self.tools.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The deadline now: the handler timeout, widened to the tool's end while one runs, capped
-    /// at [`MAX_HANDLER_TIMEOUT_MS`] after the claim.
+    /// The deadline now: claim + handler timeout + tool time, capped at
+    /// [`MAX_HANDLER_TIMEOUT_MS`] after the claim.
     fn at(&self) -> Instant {
-        let base = self.after_claim(self.timeout);
-        let tool = *self.tool_until.lock().unwrap_or_else(|e| e.into_inner());
-        let cap = self.after_claim(Duration::from_millis(MAX_HANDLER_TIMEOUT_MS));
-        tool.map_or(base, |t| t.max(base)).min(cap)
+        let cap = Duration::from_millis(MAX_HANDLER_TIMEOUT_MS);
+        let tools = self.tools();
+        let widening = tools
+            .credited
+            .saturating_add(tools.in_flight.map_or(Duration::ZERO, |(_, d)| d));
+        let total = self.timeout.saturating_add(widening).min(cap);
+        // At most 2 hours after an `Instant` taken now: always representable. Were it not,
+        // the deadline would be the claim itself (the batch fails and the host retries it,
+        // rather than the handler running unbounded).
+        self.claimed.checked_add(total).unwrap_or(self.claimed)
     }
 
     /// The deadline's distance from the claim, in milliseconds (for the error).
@@ -261,41 +282,45 @@ impl BatchDeadline {
             .unwrap_or(u64::MAX)
     }
 
-    /// Widens the deadline to now plus a positive `declared_timeout_ms` until the returned
-    /// guard is dropped (a panic inside the tool drops it too); the previous widening, if
-    /// any, comes back then.
+    /// Widens the deadline by a positive `declared_timeout_ms` (capped at 2 hours) until the
+    /// returned guard is dropped (a panic inside the tool drops it too), which credits the
+    /// time the tool took, up to that timeout. A tool called inside another one adds nothing:
+    /// the outer tool's window already covers it.
     fn widen(&self, declared_timeout_ms: Option<i64>) -> ToolWindow<'_> {
-        let mut slot = self.tool_until.lock().unwrap_or_else(|e| e.into_inner());
-        let previous = *slot;
-        if let Some(ms) = declared_timeout_ms.and_then(|ms| u64::try_from(ms).ok()) {
-            let ms = ms.min(MAX_HANDLER_TIMEOUT_MS);
-            let now = Instant::now();
-            *slot = Some(
-                now.checked_add(Duration::from_millis(ms))
-                    .unwrap_or(now)
-                    .max(previous.unwrap_or(now)),
-            );
-        }
+        let mut tools = self.tools();
+        let declared = declared_timeout_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .filter(|ms| *ms > 0)
+            .map(|ms| Duration::from_millis(ms.min(MAX_HANDLER_TIMEOUT_MS)));
+        let active = match declared {
+            Some(d) if tools.in_flight.is_none() => {
+                tools.in_flight = Some((Instant::now(), d));
+                true
+            }
+            _ => false,
+        };
         ToolWindow {
             deadline: self,
-            previous,
+            active,
         }
     }
 }
 
-/// Restores the deadline's previous tool window when dropped.
+/// Ends a tool's window when dropped (see [`BatchDeadline::widen`]).
 struct ToolWindow<'a> {
     deadline: &'a BatchDeadline,
-    previous: Option<Instant>,
+    active: bool,
 }
 
 impl Drop for ToolWindow<'_> {
     fn drop(&mut self) {
-        *self
-            .deadline
-            .tool_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = self.previous;
+        if !self.active {
+            return;
+        }
+        let mut tools = self.deadline.tools();
+        if let Some((start, declared)) = tools.in_flight.take() {
+            tools.credited = tools.credited.saturating_add(start.elapsed().min(declared));
+        }
     }
 }
 
@@ -769,4 +794,76 @@ fn split_at_clears(batch: Batch) -> Vec<Segment> {
         out.push(Segment::Messages(current));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn tool_time_up_to_its_declared_timeout_does_not_count() {
+        let claimed = Instant::now();
+        let d = BatchDeadline::new(claimed, ms(200));
+        assert_eq!(d.at(), claimed + ms(200));
+        {
+            let _tool = d.widen(Some(10_000));
+            assert_eq!(d.at(), claimed + ms(10_200), "the whole window while it runs");
+            // A tool inside the tool adds nothing.
+            let _inner = d.widen(Some(50_000));
+            assert_eq!(d.at(), claimed + ms(10_200));
+            std::thread::sleep(ms(30));
+        }
+        // Afterwards: the time it took, not its window.
+        let after = d.at().saturating_duration_since(claimed);
+        assert!(after >= ms(230) && after < ms(10_200), "{after:?}");
+        // No declared timeout, or a useless one: no widening.
+        for declared in [None, Some(0), Some(-5)] {
+            let before = d.at();
+            let _t = d.widen(declared);
+            assert_eq!(d.at(), before, "{declared:?}");
+        }
+        assert_eq!(
+            d.millis(),
+            u64::try_from(after.as_millis()).unwrap(),
+            "millis reads the same deadline"
+        );
+    }
+
+    #[test]
+    fn no_batch_gets_more_than_two_hours() {
+        let claimed = Instant::now();
+        let cap = ms(MAX_HANDLER_TIMEOUT_MS);
+        let d = BatchDeadline::new(claimed, ms(MAX_HANDLER_TIMEOUT_MS - 1000));
+        let _t = d.widen(Some(i64::MAX));
+        assert_eq!(d.at(), claimed + cap);
+        let d = BatchDeadline::new(claimed, Duration::MAX);
+        assert_eq!(d.at(), claimed + cap);
+    }
+
+    #[test]
+    fn a_panic_inside_a_tool_still_ends_its_window() {
+        let claimed = Instant::now();
+        let d = BatchDeadline::new(claimed, ms(100));
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let _t = d.widen(Some(60_000));
+            panic!("tool blew up");
+        }));
+        assert!(r.is_err());
+        assert!(d.at() < claimed + ms(60_000));
+        assert!(d.tools().in_flight.is_none());
+    }
+
+    #[test]
+    fn panic_messages_are_read_from_either_payload_type() {
+        let p = catch_unwind(|| panic!("static")).unwrap_err();
+        assert_eq!(panic_detail(p.as_ref()), "static");
+        let p = catch_unwind(|| panic!("{}", String::from("formatted"))).unwrap_err();
+        assert_eq!(panic_detail(p.as_ref()), "formatted");
+        let p = catch_unwind(|| std::panic::panic_any(42)).unwrap_err();
+        assert!(panic_detail(p.as_ref()).contains("not text"));
+    }
 }
