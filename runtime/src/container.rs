@@ -3,7 +3,7 @@
 //! # A batch's life, as the host sees it in outbound.db
 //!
 //! 1. **Claimed**: one transaction writes a `processing` ack for every message of the batch
-//!    and sets `container_state.busy_since` to the claim time.
+//!    and sets `container_activity.busy_since` to the claim time.
 //! 2. **Handled**: the handler runs while a helper thread touches `.heartbeat` every
 //!    [`ContainerOptions::heartbeat_interval`], until the batch's deadline (see below).
 //! 3. **Committed**: each part of the batch (split around `/clear`) commits its replies with
@@ -36,14 +36,20 @@
 //!
 //! - **Alive**: `.heartbeat`'s mtime. The container touches it while idle too, so an idle
 //!   container looks alive for as long as it runs; the heartbeat ceiling catches a hung one.
-//! - **Active**: `container_state.busy_since` (row `id = 1`, JavaScript ISO text): the claim
-//!   time of the batch in progress, `NULL` while idle. When it is `NULL`, `updated_at` of the
-//!   same row is when the container last finished a batch (or started): idle since then. The
-//!   column exists in files migrated by this library (migration 200006); a file of an older
-//!   container lacks it, so read it only after checking `pragma_table_info('container_state')`
-//!   and treat a missing column as unknown. Like everything in that file it is the container's
-//!   word: bound the text (64 bytes is plenty), and treat a `busy_since` older than the 2-hour
-//!   cap as a lie or a hang (this container's own deadline ends every batch before that).
+//! - **Active**: the single row of `container_activity` in outbound.db (`id = 1`; this
+//!   library's migration 200006). `busy_since` is the claim time of the batch in progress
+//!   (JavaScript ISO text), written in the same transaction as the batch's `processing` acks,
+//!   and `NULL` while idle: cleared in the transaction that commits the batch's last part, or
+//!   that notes its failure, and at start-up. While it is `NULL`, `updated_at` is when the
+//!   container became idle (its last batch ended, or it started).
+//!
+//! Reading it from the host: the table is absent in an older container's file (check
+//! `sqlite_master` first, as for `container_state`, and treat absence as "unknown", not
+//! "idle"). Like everything in that file it is the container's word: select each text only
+//! when `octet_length(..) <= 64`, parse it as a timestamp, and treat a `busy_since` older than
+//! [`crate::config::MAX_HANDLER_TIMEOUT_MS`] (2 hours) as a lie or a hang, since this
+//! container's own deadline ends every batch before that. A container that claims to be idle
+//! while it holds `processing` claims is not idle.
 //!
 //! ```no_run
 //! use sessionbus_runtime::container::{Container, ContainerOptions, Handled, HandlerContext};

@@ -402,17 +402,6 @@ const INBOUND_ADDED: &[AddedColumn] = &[
     },
 ];
 
-/// Columns this library's own migrations add to upstream tables (`ALTER TABLE ... ADD COLUMN`
-/// in the migration itself, not in adoption): a legacy file that has the table lacks them, and
-/// gets them when the embedded migrations run after adoption.
-fn migration_added_columns(kind: FileKind) -> &'static [(&'static str, &'static str)] {
-    match kind {
-        FileKind::Inbound => &[],
-        // 200006: the container's activity signal.
-        FileKind::Outbound => &[("container_state", "busy_since")],
-    }
-}
-
 /// What is in the file, gathered with reads only.
 struct Survey {
     tables: BTreeSet<String>,
@@ -481,11 +470,6 @@ fn legacy_generation(kind: FileKind, s: &Survey) -> (Generation, Vec<String>) {
         }
     } else if s.has("session_state") && !s.has_col("session_state", "updated_at") {
         missing.push("session_state.updated_at".into());
-    }
-    for (table, column) in migration_added_columns(kind) {
-        if s.has(table) && !s.has_col(table, column) {
-            missing.push(format!("{table}.{column}"));
-        }
     }
     (generation, missing)
 }

@@ -55,7 +55,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// Single row (id = 1): the tool in flight, if any, and whether a batch is being handled.
+    /// Single row (id = 1): the tool in flight, if any.
     container_state (id) {
         /// Always 1.
         id -> BigInt,
@@ -67,9 +67,20 @@ diesel::table! {
         tool_started_at -> Nullable<Text>,
         /// Last write (JavaScript ISO format).
         updated_at -> Text,
+    }
+}
+
+diesel::table! {
+    /// Single row (id = 1): whether the container is working on a batch (this library's
+    /// addition, migration 200006; older containers' files lack it). The `.heartbeat` file
+    /// says the container is alive; this says it is active.
+    container_activity (id) {
+        /// Always 1.
+        id -> BigInt,
         /// When the batch being handled was claimed (JavaScript ISO format); NULL while idle.
-        /// This library's addition (migration 200006): older containers' files lack it.
         busy_since -> Nullable<Text>,
+        /// Last change (JavaScript ISO format): while idle, when the container became idle.
+        updated_at -> Text,
     }
 }
 
@@ -93,4 +104,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     session_state,
     container_state,
     failure_notes,
+    container_activity,
 );

@@ -123,6 +123,7 @@ fn outbound_tables() -> Vec<(String, Vec<Declared>)> {
         declared(outbound::session_state::table),
         declared(outbound::container_state::table),
         declared(outbound::failure_notes::table),
+        declared(outbound::container_activity::table),
     ]
 }
 
@@ -212,7 +213,7 @@ fn the_comparison_sees_types_nullability_and_sql_names() {
     // INTEGER PRIMARY KEY: notnull = 0 in the pragma, non-null here.
     assert!(f["container_state"].contains(&("id".into(), "INTEGER".into(), false)));
     assert!(f["container_state"].contains(&("current_tool".into(), "TEXT".into(), true)));
-    assert!(f["container_state"].contains(&("busy_since".into(), "TEXT".into(), true)));
+    assert!(f["container_activity"].contains(&("busy_since".into(), "TEXT".into(), true)));
     assert!(f["failure_notes"].contains(&("reason".into(), "TEXT".into(), false)));
     assert!(f["session_state"].contains(&("updated_at".into(), "TEXT".into(), false)));
 }

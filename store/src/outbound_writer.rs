@@ -10,7 +10,8 @@ use diesel::dsl::max;
 use diesel::prelude::*;
 use diesel::SqliteConnection;
 use sessionbus_schema::outbound::{
-    container_state, failure_notes, messages_out, processing_ack, session_state,
+    container_activity, container_state, failure_notes, messages_out, processing_ack,
+    session_state,
 };
 use sessionbus_schema::{Clock, DbFile, Seq, Timestamp};
 use std::collections::HashSet;
@@ -81,8 +82,8 @@ impl OutboundWriter {
     pub fn reset_container_state(&self) -> Result<()> {
         let now = self.clock.now().to_iso();
         fileio::write(&self.file, "reset container state", |c| {
-            upsert_tool(c, None, None, None, &now)?;
-            upsert_busy(c, None, &now)?;
+            write_tool(c, None, None, None, &now)?;
+            write_busy(c, None, &now)?;
             Ok(())
         })
     }
@@ -96,7 +97,7 @@ impl OutboundWriter {
         })
     }
 
-    /// Claims a batch: `processing` acks for `ids` and `container_state.busy_since = now`, in
+    /// Claims a batch: `processing` acks for `ids` and `container_activity.busy_since = now`, in
     /// one transaction, so the host never sees claims without the busy mark or the other way
     /// round. Returns the claim time (the acks' `status_changed`). End the batch with
     /// [`OutboundWriter::commit_and_finish`], or [`OutboundWriter::note_failure`] when it fails.
@@ -105,7 +106,7 @@ impl OutboundWriter {
         let iso = now.to_iso();
         fileio::write(&self.file, "claim batch", |c| {
             upsert_acks(c, ids, &AckStatus::Processing, now)?;
-            upsert_busy(c, Some(&iso), &iso)?;
+            write_busy(c, Some(&iso), &iso)?;
             Ok(())
         })?;
         Ok(now)
@@ -115,9 +116,9 @@ impl OutboundWriter {
     /// idle (own file).
     pub fn busy_since(&self) -> Result<Option<TimeText>> {
         fileio::read_own(&self.file, "read busy mark", |c| {
-            Ok(container_state::table
+            Ok(container_activity::table
                 .find(1i64)
-                .select(container_state::busy_since)
+                .select(container_activity::busy_since)
                 .get_result::<Option<String>>(c)
                 .optional()?
                 .flatten()
@@ -151,8 +152,8 @@ impl OutboundWriter {
                   LIMIT {MAX_FAILURE_NOTES})"
             ))
             .execute(c)?;
-            upsert_tool(c, None, None, None, &now)?;
-            upsert_busy(c, None, &now)?;
+            write_tool(c, None, None, None, &now)?;
+            write_busy(c, None, &now)?;
             Ok(())
         })
     }
@@ -269,7 +270,7 @@ impl OutboundWriter {
             }
             upsert_acks(c, acked, status, now)?;
             if finish {
-                upsert_busy(c, None, &now.to_iso())?;
+                write_busy(c, None, &now.to_iso())?;
             }
             Ok(seqs)
         })
@@ -378,7 +379,7 @@ impl OutboundWriter {
     pub fn set_tool_in_flight(&self, tool: &str, declared_timeout_ms: Option<i64>) -> Result<()> {
         let now = self.clock.now().to_iso();
         fileio::write(&self.file, "set tool in flight", |c| {
-            upsert_tool(c, Some(tool), declared_timeout_ms, Some(&now), &now)?;
+            write_tool(c, Some(tool), declared_timeout_ms, Some(&now), &now)?;
             Ok(())
         })
     }
@@ -387,7 +388,7 @@ impl OutboundWriter {
     pub fn clear_tool_in_flight(&self) -> Result<()> {
         let now = self.clock.now().to_iso();
         fileio::write(&self.file, "clear tool in flight", |c| {
-            upsert_tool(c, None, None, None, &now)?;
+            write_tool(c, None, None, None, &now)?;
             Ok(())
         })
     }
@@ -397,40 +398,33 @@ impl OutboundWriter {
     }
 }
 
-/// Sets the tool columns of the single `container_state` row, keeping the others (an upsert,
-/// not `REPLACE`, which would reset the busy mark).
-fn upsert_tool(
+/// Writes the single `container_state` row: the tool in flight, or none.
+fn write_tool(
     c: &mut SqliteConnection,
     tool: Option<&str>,
     declared_timeout_ms: Option<i64>,
     started_at: Option<&str>,
     now: &str,
 ) -> QueryResult<usize> {
-    let values = (
-        container_state::current_tool.eq(tool),
-        container_state::tool_declared_timeout_ms.eq(declared_timeout_ms),
-        container_state::tool_started_at.eq(started_at),
-        container_state::updated_at.eq(now),
-    );
-    diesel::insert_into(container_state::table)
-        .values((container_state::id.eq(1i64), values))
-        .on_conflict(container_state::id)
-        .do_update()
-        .set(values)
+    diesel::replace_into(container_state::table)
+        .values((
+            container_state::id.eq(1i64),
+            container_state::current_tool.eq(tool),
+            container_state::tool_declared_timeout_ms.eq(declared_timeout_ms),
+            container_state::tool_started_at.eq(started_at),
+            container_state::updated_at.eq(now),
+        ))
         .execute(c)
 }
 
-/// Sets the busy mark of the single `container_state` row, keeping the tool columns.
-fn upsert_busy(c: &mut SqliteConnection, busy_since: Option<&str>, now: &str) -> QueryResult<usize> {
-    let values = (
-        container_state::busy_since.eq(busy_since),
-        container_state::updated_at.eq(now),
-    );
-    diesel::insert_into(container_state::table)
-        .values((container_state::id.eq(1i64), values))
-        .on_conflict(container_state::id)
-        .do_update()
-        .set(values)
+/// Writes the single `container_activity` row: busy since the given claim time, or idle.
+fn write_busy(c: &mut SqliteConnection, busy_since: Option<&str>, now: &str) -> QueryResult<usize> {
+    diesel::replace_into(container_activity::table)
+        .values((
+            container_activity::id.eq(1i64),
+            container_activity::busy_since.eq(busy_since),
+            container_activity::updated_at.eq(now),
+        ))
         .execute(c)
 }
 
@@ -526,7 +520,7 @@ mod tests {
     fn reasons_are_cut_at_a_character_boundary_within_the_limit() {
         assert_eq!(bounded_reason("short"), "short");
         for fill in ["a", "é", "日本", "🦀"] {
-            let long = fill.repeat(MAX_FAILURE_REASON_BYTES);
+            let long = fill.repeat(MAX_FAILURE_REASON_BYTES + 1);
             let cut = bounded_reason(&long);
             assert!(cut.len() <= MAX_FAILURE_REASON_BYTES, "{fill}: {}", cut.len());
             assert!(cut.ends_with('…'));
