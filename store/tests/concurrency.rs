@@ -591,3 +591,76 @@ fn a_host_and_a_container_process_exchange_a_thousand_messages() {
     let target = view.lookup_seq(Seq(last.seq)).unwrap().unwrap();
     assert_eq!(target.platform_message_id, format!("P{}", last.seq));
 }
+
+/// Holds a lock on `path` from a plain connection for `hold`, on a thread (`BEGIN IMMEDIATE`:
+/// other writers wait; `BEGIN EXCLUSIVE`: readers too); returns once the lock is taken.
+fn hold_lock(path: &Path, begin: &'static str, hold: Duration) -> std::thread::JoinHandle<()> {
+    use diesel::connection::SimpleConnection;
+    let path = path.to_path_buf();
+    let (taken, is_taken) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let mut c = plain(&path);
+        c.batch_execute(begin).unwrap();
+        taken.send(()).unwrap();
+        std::thread::sleep(hold);
+        c.batch_execute("COMMIT").unwrap();
+    });
+    is_taken.recv().unwrap();
+    t
+}
+
+/// The container's writes wait out a lock held past the busy timeout (with backoff, within a
+/// budget) instead of failing; the host's writes of inbound.db keep their single attempt.
+/// The busy timeouts are cut to 100 ms so that the lock can be held past them quickly.
+#[test]
+fn a_container_write_outlasts_a_lock_held_past_the_busy_timeout() {
+    use sessionbus_schema::{DbError, DbFile, FileKind, Role};
+    let s = TempSession::new();
+    let short = Duration::from_millis(100);
+    let inbound = DbFile::new(&s.paths.inbound, FileKind::Inbound, Role::Container)
+        .with_busy_timeout(short);
+    let outbound = DbFile::new(&s.paths.outbound, FileKind::Outbound, Role::Container)
+        .with_busy_timeout(short);
+    let container =
+        ContainerSession::from_files(s.paths.clone(), inbound.clone(), outbound, s.clock.shared());
+    container.start().unwrap();
+
+    let holder = hold_lock(&s.paths.outbound, "BEGIN IMMEDIATE", Duration::from_millis(800));
+    let start = Instant::now();
+    container
+        .outbound()
+        .write(&NewOutbound::chat("after-the-lock", "x"))
+        .unwrap();
+    let waited = start.elapsed();
+    holder.join().unwrap();
+    assert!(waited >= Duration::from_millis(600), "it did wait: {waited:?}");
+    assert_eq!(id_seqs(&s.paths.outbound, "messages_out").len(), 1);
+    // Own reads of the container's file ride out an exclusive lock the same way.
+    let holder = hold_lock(&s.paths.outbound, "BEGIN EXCLUSIVE", Duration::from_millis(500));
+    let start = Instant::now();
+    assert!(container.outbound().acks(&["nothing".into()]).unwrap().is_empty());
+    let waited = start.elapsed();
+    holder.join().unwrap();
+    assert!(waited >= Duration::from_millis(300), "it did wait: {waited:?}");
+
+    // The host's file: one attempt, `Locked` after its busy timeout.
+    let host = HostSession::from_files(
+        s.paths.clone(),
+        inbound.as_role(Role::Host).with_busy_timeout(short),
+        DbFile::new(&s.paths.outbound, FileKind::Outbound, Role::Host),
+        s.clock.shared(),
+    );
+    let holder = hold_lock(&s.paths.inbound, "BEGIN IMMEDIATE", Duration::from_millis(800));
+    let start = Instant::now();
+    let err = host
+        .inbound()
+        .write_message(&message("m", "x").build())
+        .unwrap_err();
+    let failed_after = start.elapsed();
+    holder.join().unwrap();
+    assert!(
+        matches!(err.as_db(), Some(DbError::Locked { .. })),
+        "{err}"
+    );
+    assert!(failed_after < Duration::from_millis(700), "{failed_after:?}");
+}
