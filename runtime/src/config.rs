@@ -804,9 +804,11 @@ mod tests {
     #[test]
     fn a_handler_timeout_over_two_hours_is_refused_not_capped() {
         assert_eq!(
-            parse(&format!(r#"{{"handlerTimeoutMs": {MAX_HANDLER_TIMEOUT_MS}}}"#))
-                .unwrap()
-                .handler_timeout(),
+            parse(&format!(
+                r#"{{"handlerTimeoutMs": {MAX_HANDLER_TIMEOUT_MS}}}"#
+            ))
+            .unwrap()
+            .handler_timeout(),
             Duration::from_secs(2 * 60 * 60)
         );
         match parse(&format!(

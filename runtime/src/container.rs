@@ -202,9 +202,7 @@ impl HandlerContext<'_> {
     /// How long until the batch's deadline (zero once it has passed). A handler that can
     /// cut its work short should do so before this runs out.
     pub fn time_left(&self) -> Duration {
-        self.deadline
-            .at()
-            .saturating_duration_since(Instant::now())
+        self.deadline.at().saturating_duration_since(Instant::now())
     }
 
     /// Runs `f` as tool `name` in flight (with its declared timeout, if any), clearing the
@@ -284,8 +282,12 @@ impl BatchDeadline {
 
     /// The deadline's distance from the claim, in milliseconds (for the error).
     fn millis(&self) -> u64 {
-        u64::try_from(self.at().saturating_duration_since(self.claimed).as_millis())
-            .unwrap_or(u64::MAX)
+        u64::try_from(
+            self.at()
+                .saturating_duration_since(self.claimed)
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX)
     }
 
     /// Widens the deadline by a positive `declared_timeout_ms` (capped at 2 hours) until the
@@ -566,11 +568,7 @@ impl Container {
             self.paths.dir.display(),
             message_ids.len()
         );
-        if let Err(e) = self
-            .session
-            .outbound()
-            .note_failure(&message_ids, &reason)
-        {
+        if let Err(e) = self.session.outbound().note_failure(&message_ids, &reason) {
             tracing::warn!("cannot record the handler's failure: {e}");
         }
         failure.into_error(self.paths.dir.clone(), message_ids)
@@ -817,7 +815,11 @@ mod tests {
         assert_eq!(d.at(), claimed + ms(200));
         {
             let _tool = d.widen(Some(10_000));
-            assert_eq!(d.at(), claimed + ms(10_200), "the whole window while it runs");
+            assert_eq!(
+                d.at(),
+                claimed + ms(10_200),
+                "the whole window while it runs"
+            );
             // A tool inside the tool adds nothing.
             let _inner = d.widen(Some(50_000));
             assert_eq!(d.at(), claimed + ms(10_200));

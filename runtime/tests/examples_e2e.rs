@@ -600,8 +600,10 @@ fn the_echo_container_exits_non_zero_after_a_panic_leaving_its_claim_and_a_note(
         run.stderr
     );
     assert!(
-        lines.iter().any(|l| l.starts_with("echo_container: handler panicked")
-            && l.contains("claims left for the host")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("echo_container: handler panicked")
+                && l.contains("claims left for the host")),
         "{}",
         run.stderr
     );

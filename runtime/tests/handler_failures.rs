@@ -317,7 +317,10 @@ fn wait_for_claim(s: &TempSession, id: &str) -> Timestamp {
 #[test]
 fn a_handler_that_never_returns_stops_the_heartbeat_after_its_deadline() {
     let s = TempSession::new();
-    config(&s, r#"{ "handlerTimeoutMs": 1000, "pollIntervalIdleMs": 10 }"#);
+    config(
+        &s,
+        r#"{ "handlerTimeoutMs": 1000, "pollIntervalIdleMs": 10 }"#,
+    );
     s.host()
         .inbound()
         .write_message(&message("hang", "x").build())
@@ -401,7 +404,10 @@ fn a_handler_that_never_returns_stops_the_heartbeat_after_its_deadline() {
 #[test]
 fn a_tool_with_a_declared_timeout_widens_the_deadline() {
     let s = TempSession::new();
-    config(&s, r#"{ "handlerTimeoutMs": 200, "pollIntervalIdleMs": 10 }"#);
+    config(
+        &s,
+        r#"{ "handlerTimeoutMs": 200, "pollIntervalIdleMs": 10 }"#,
+    );
     s.host()
         .inbound()
         .write_message(&message("tool", "x").build())
@@ -423,7 +429,10 @@ fn a_tool_with_a_declared_timeout_widens_the_deadline() {
         .unwrap();
     assert!(handled);
     assert!(left_in_tool > Duration::from_secs(20), "{left_in_tool:?}");
-    assert_eq!(own_acks(&s, &["tool"]), [("tool".into(), AckStatus::Completed)]);
+    assert_eq!(
+        own_acks(&s, &["tool"]),
+        [("tool".into(), AckStatus::Completed)]
+    );
 
     // The same wait without a tool is past the deadline.
     s.host()
@@ -441,7 +450,10 @@ fn a_tool_with_a_declared_timeout_widens_the_deadline() {
         .unwrap_err();
     assert!(matches!(err, RuntimeError::HandlerTimedOut { .. }), "{err}");
     assert!(c.batch_in_progress());
-    assert_eq!(own_acks(&s, &["slow"]), [("slow".into(), AckStatus::Processing)]);
+    assert_eq!(
+        own_acks(&s, &["slow"]),
+        [("slow".into(), AckStatus::Processing)]
+    );
 }
 
 #[test]
@@ -458,7 +470,11 @@ fn a_clear_with_a_long_id_is_answered_under_a_valid_derived_id() {
     let replies = h.due_outbound(10).unwrap();
     assert_eq!(replies.len(), 1);
     let reply = &replies[0].message;
-    assert!(is_valid_id(&reply.id) && reply.id.ends_with("-cleared"), "{}", reply.id);
+    assert!(
+        is_valid_id(&reply.id) && reply.id.ends_with("-cleared"),
+        "{}",
+        reply.id
+    );
     assert_eq!(reply.in_reply_to.as_deref(), Some(longest.as_str()));
     assert!(reply.content.contains(SESSION_CLEARED));
     assert_eq!(
@@ -471,8 +487,8 @@ fn a_clear_with_a_long_id_is_answered_under_a_valid_derived_id() {
     let over = "d".repeat(300);
     {
         use diesel::prelude::*;
-        let mut conn = diesel::SqliteConnection::establish(s.paths.inbound.to_str().unwrap())
-            .unwrap();
+        let mut conn =
+            diesel::SqliteConnection::establish(s.paths.inbound.to_str().unwrap()).unwrap();
         diesel::sql_query(format!(
             "INSERT INTO messages_in (id, seq, kind, timestamp, status, tries, trigger, \
                content, series_id) \
@@ -483,7 +499,10 @@ fn a_clear_with_a_long_id_is_answered_under_a_valid_derived_id() {
         .unwrap();
     }
     assert!(c.step(&mut echo, &mut RunSummary::default()).unwrap());
-    assert_eq!(own_acks(&s, &[&over]), [(over.clone(), AckStatus::Completed)]);
+    assert_eq!(
+        own_acks(&s, &[&over]),
+        [(over.clone(), AckStatus::Completed)]
+    );
     let cleared = s
         .container()
         .outbound()

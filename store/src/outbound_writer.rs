@@ -10,8 +10,7 @@ use diesel::dsl::max;
 use diesel::prelude::*;
 use diesel::SqliteConnection;
 use sessionbus_schema::outbound::{
-    container_activity, container_state, failure_notes, messages_out, processing_ack,
-    session_state,
+    container_activity, container_state, failure_notes, messages_out, processing_ack, session_state,
 };
 use sessionbus_schema::{Clock, DbFile, Seq, Timestamp};
 use std::collections::HashSet;
@@ -171,11 +170,14 @@ impl OutboundWriter {
                         failure_notes::at,
                     ))
                     .load(c)?;
-                out.extend(rows.into_iter().map(|(message_id, reason, at)| FailureNote {
-                    message_id,
-                    reason,
-                    at: TimeText(at),
-                }));
+                out.extend(
+                    rows.into_iter()
+                        .map(|(message_id, reason, at)| FailureNote {
+                            message_id,
+                            reason,
+                            at: TimeText(at),
+                        }),
+                );
             }
             Ok(out)
         })
@@ -522,7 +524,11 @@ mod tests {
         for fill in ["a", "é", "日本", "🦀"] {
             let long = fill.repeat(MAX_FAILURE_REASON_BYTES + 1);
             let cut = bounded_reason(&long);
-            assert!(cut.len() <= MAX_FAILURE_REASON_BYTES, "{fill}: {}", cut.len());
+            assert!(
+                cut.len() <= MAX_FAILURE_REASON_BYTES,
+                "{fill}: {}",
+                cut.len()
+            );
             assert!(cut.ends_with('…'));
             assert!(cut.len() > MAX_FAILURE_REASON_BYTES - 8);
         }

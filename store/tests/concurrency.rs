@@ -286,7 +286,9 @@ impl CpuLoad {
                 std::thread::spawn(move || {
                     let mut x = 0u64;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
                     }
                     x
                 })
@@ -617,15 +619,19 @@ fn a_container_write_outlasts_a_lock_held_past_the_busy_timeout() {
     use sessionbus_schema::{DbError, DbFile, FileKind, Role};
     let s = TempSession::new();
     let short = Duration::from_millis(100);
-    let inbound = DbFile::new(&s.paths.inbound, FileKind::Inbound, Role::Container)
-        .with_busy_timeout(short);
+    let inbound =
+        DbFile::new(&s.paths.inbound, FileKind::Inbound, Role::Container).with_busy_timeout(short);
     let outbound = DbFile::new(&s.paths.outbound, FileKind::Outbound, Role::Container)
         .with_busy_timeout(short);
     let container =
         ContainerSession::from_files(s.paths.clone(), inbound.clone(), outbound, s.clock.shared());
     container.start().unwrap();
 
-    let holder = hold_lock(&s.paths.outbound, "BEGIN IMMEDIATE", Duration::from_millis(800));
+    let holder = hold_lock(
+        &s.paths.outbound,
+        "BEGIN IMMEDIATE",
+        Duration::from_millis(800),
+    );
     let start = Instant::now();
     container
         .outbound()
@@ -633,15 +639,29 @@ fn a_container_write_outlasts_a_lock_held_past_the_busy_timeout() {
         .unwrap();
     let waited = start.elapsed();
     holder.join().unwrap();
-    assert!(waited >= Duration::from_millis(600), "it did wait: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(600),
+        "it did wait: {waited:?}"
+    );
     assert_eq!(id_seqs(&s.paths.outbound, "messages_out").len(), 1);
     // Own reads of the container's file ride out an exclusive lock the same way.
-    let holder = hold_lock(&s.paths.outbound, "BEGIN EXCLUSIVE", Duration::from_millis(500));
+    let holder = hold_lock(
+        &s.paths.outbound,
+        "BEGIN EXCLUSIVE",
+        Duration::from_millis(500),
+    );
     let start = Instant::now();
-    assert!(container.outbound().acks(&["nothing".into()]).unwrap().is_empty());
+    assert!(container
+        .outbound()
+        .acks(&["nothing".into()])
+        .unwrap()
+        .is_empty());
     let waited = start.elapsed();
     holder.join().unwrap();
-    assert!(waited >= Duration::from_millis(300), "it did wait: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "it did wait: {waited:?}"
+    );
 
     // The host's file: one attempt, `Locked` after its busy timeout.
     let host = HostSession::from_files(
@@ -650,7 +670,11 @@ fn a_container_write_outlasts_a_lock_held_past_the_busy_timeout() {
         DbFile::new(&s.paths.outbound, FileKind::Outbound, Role::Host),
         s.clock.shared(),
     );
-    let holder = hold_lock(&s.paths.inbound, "BEGIN IMMEDIATE", Duration::from_millis(800));
+    let holder = hold_lock(
+        &s.paths.inbound,
+        "BEGIN IMMEDIATE",
+        Duration::from_millis(800),
+    );
     let start = Instant::now();
     let err = host
         .inbound()
@@ -658,9 +682,9 @@ fn a_container_write_outlasts_a_lock_held_past_the_busy_timeout() {
         .unwrap_err();
     let failed_after = start.elapsed();
     holder.join().unwrap();
+    assert!(matches!(err.as_db(), Some(DbError::Locked { .. })), "{err}");
     assert!(
-        matches!(err.as_db(), Some(DbError::Locked { .. })),
-        "{err}"
+        failed_after < Duration::from_millis(700),
+        "{failed_after:?}"
     );
-    assert!(failed_after < Duration::from_millis(700), "{failed_after:?}");
 }

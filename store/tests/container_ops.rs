@@ -392,7 +392,9 @@ fn a_batch_claim_sets_the_busy_mark_and_the_last_commit_clears_it_with_the_tool_
     );
     let claims = s.host().outbound().claims().unwrap();
     assert_eq!(claims.len(), 2);
-    assert!(claims.iter().all(|cl| cl.claimed_at.instant() == Some(claimed)));
+    assert!(claims
+        .iter()
+        .all(|cl| cl.claimed_at.instant() == Some(claimed)));
     // The tool columns and the busy mark are written apart, without resetting each other.
     c.outbound().set_tool_in_flight("Bash", Some(1000)).unwrap();
     assert!(c.outbound().busy_since().unwrap().is_some());
@@ -400,7 +402,10 @@ fn a_batch_claim_sets_the_busy_mark_and_the_last_commit_clears_it_with_the_tool_
     c.outbound()
         .commit(&ids[..1], &AckStatus::Completed, &[])
         .unwrap();
-    assert!(c.outbound().busy_since().unwrap().is_some(), "not the last part");
+    assert!(
+        c.outbound().busy_since().unwrap().is_some(),
+        "not the last part"
+    );
     c.outbound()
         .commit_and_finish(&ids[1..], &AckStatus::Completed, &[])
         .unwrap();
@@ -427,9 +432,7 @@ fn failure_notes_keep_the_claims_end_the_batch_and_stay_bounded() {
     let ids = vec!["f".to_string()];
     c.outbound().claim_batch(&ids).unwrap();
     c.outbound().set_tool_in_flight("Bash", None).unwrap();
-    c.outbound()
-        .note_failure(&ids, &"x".repeat(5000))
-        .unwrap();
+    c.outbound().note_failure(&ids, &"x".repeat(5000)).unwrap();
     let notes = c.outbound().failure_notes(&ids).unwrap();
     assert_eq!(notes.len(), 1);
     assert!(notes[0].reason.len() <= outbound_writer::MAX_FAILURE_REASON_BYTES);
@@ -456,5 +459,8 @@ fn failure_notes_keep_the_claims_end_the_batch_and_stay_bounded() {
         kept.len(),
         usize::try_from(outbound_writer::MAX_FAILURE_NOTES).unwrap()
     );
-    assert!(c.outbound().failure_notes(&ids).unwrap().is_empty(), "oldest dropped");
+    assert!(
+        c.outbound().failure_notes(&ids).unwrap().is_empty(),
+        "oldest dropped"
+    );
 }
