@@ -26,11 +26,13 @@
 //! ([`HandlerContext::with_tool`]), up to that timeout, does not count: while such a tool runs
 //! the deadline is widened by its whole declared timeout, and once it returns, by the time it
 //! took. Never more than 2 hours after the claim ([`crate::config::MAX_HANDLER_TIMEOUT_MS`]),
-//! however many tools run. Past it
-//! the helper thread sets `.heartbeat`'s mtime back to the claim time and stops touching it:
-//! no heartbeat after the claim is what the host's claim rule kills for at its next sweep (the
-//! 30-minute ceiling would only fire much later). A handler stuck for good never returns; that
-//! is fine, the host kills the process. One that returns late has its result discarded.
+//! however many tools run.
+//!
+//! Past the deadline the helper thread sets `.heartbeat`'s mtime back to the claim time and
+//! stops touching it: no heartbeat after the claim is what the host's claim rule kills for at
+//! its next sweep (the 30-minute ceiling alone would fire half an hour later). A handler stuck
+//! for good never returns; that is fine, the host kills the process. One that returns late has
+//! its result discarded (its claims left, a failure note written), and the run ends.
 //!
 //! # Alive versus active (for host authors)
 //!
