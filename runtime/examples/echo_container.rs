@@ -4,6 +4,7 @@
 //! ```text
 //! echo_container [--workspace DIR] [--config PATH] [--slow-ms N] [--heartbeat-ms N]
 //!                [--log-claims] [--frozen-view-ms N]
+//!                [--panic-on TEXT] [--fail-on TEXT] [--hang-on TEXT]
 //! ```
 //!
 //! - `--workspace DIR` is the session folder (`/workspace` inside a real container);
@@ -25,10 +26,18 @@
 //!   measures the time from the host's commit to the claim with it);
 //! - `--frozen-view-ms N` reports a frozen view of inbound.db (a mount that never revalidates
 //!   cached contents) after N ms behind the host's stamped commits instead of the runtime's
-//!   default 30 s; 0 turns the check off.
+//!   default 30 s; 0 turns the check off;
+//! - `--panic-on TEXT`, `--fail-on TEXT`, `--hang-on TEXT`: for a batch holding a chat message
+//!   whose text contains TEXT, the handler panics, returns an error, or never returns (it
+//!   ignores stop signals too: a hung agent). The runtime leaves the batch's claims for the
+//!   host and notes the failure in outbound.db; a panic or an error ends the process with
+//!   status 1 and one `handler panicked` / `handler failed` line; a hang prints `hanging on`,
+//!   then `deadline passed` once the batch's `handlerTimeoutMs` is over (the heartbeat stops,
+//!   and the host's sweep kills the process).
 //!
 //! One line per handled batch goes to stderr. Exit status: 0 after a clean stop, 1 when
-//! start-up or the loop fails (the error names the file and what to do), 2 for bad arguments.
+//! start-up or the loop fails, the handler's failures included (the error names the file and
+//! what to do), 2 for bad arguments.
 
 use clap::Parser;
 use sessionbus_runtime::container::{Container, ContainerOptions, Handled, HandlerContext};
@@ -72,6 +81,18 @@ struct Args {
     /// commits (default: the runtime's 30 s; 0 turns the check off)
     #[arg(long, value_name = "N")]
     frozen_view_ms: Option<u64>,
+
+    /// Panic in the handler on a batch with a chat message whose text contains TEXT
+    #[arg(long, value_name = "TEXT")]
+    panic_on: Option<String>,
+
+    /// Return an error from the handler on a batch with a chat message whose text contains TEXT
+    #[arg(long, value_name = "TEXT")]
+    fail_on: Option<String>,
+
+    /// Never return from the handler on a batch with a chat message whose text contains TEXT
+    #[arg(long, value_name = "TEXT")]
+    hang_on: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -126,20 +147,95 @@ fn run(args: &Args) -> Result<(), String> {
         }
     );
 
+    // One line for a panic (where and why), instead of the default hook's two.
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let at = info
+            .location()
+            .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        eprintln!("echo_container[{pid}]: panic{at}: {message}");
+    }));
+
     let slow = Duration::from_millis(args.slow_ms);
-    let summary = container
-        .run(&stop, |ctx, batch| {
-            if args.log_claims {
-                log_claims(batch, pid);
-            }
-            echo(ctx, batch, slow, &stop, pid)
-        })
-        .map_err(|e| format!("poll loop stopped: {e}"))?;
+    let result = container.run(&stop, |ctx, batch| {
+        if args.log_claims {
+            log_claims(batch, pid);
+        }
+        misbehave(args, ctx, batch, pid)?;
+        echo(ctx, batch, slow, &stop, pid)
+    });
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(e @ RuntimeError::HandlerPanicked { .. }) => {
+            return Err(format!(
+                "handler panicked; claims left for the host to retry: {e}"
+            ))
+        }
+        Err(e @ RuntimeError::HandlerFailed { .. }) => {
+            return Err(format!(
+                "handler failed; claims left for the host to retry: {e}"
+            ))
+        }
+        Err(e) => return Err(format!("poll loop stopped: {e}")),
+    };
     eprintln!(
         "echo_container[{pid}]: stopped after {} batch(es): {} message(s) completed, {} failed, \
          {} /clear",
         summary.batches, summary.completed, summary.failed, summary.clears
     );
+    Ok(())
+}
+
+/// The id of the first chat message of `batch` whose text contains `needle`.
+fn first_with<'b>(batch: &'b Batch, needle: Option<&str>) -> Option<&'b str> {
+    let needle = needle?;
+    batch.messages.iter().find_map(|m| {
+        let content = m.content_json();
+        let text = content.get("text").and_then(|t| t.as_str()).unwrap_or("");
+        (matches!(m.kind, MessageKind::Chat | MessageKind::ChatSdk) && text.contains(needle))
+            .then_some(m.id.as_str())
+    })
+}
+
+/// `--panic-on`, `--fail-on`, `--hang-on`: a handler that goes wrong on purpose.
+fn misbehave(
+    args: &Args,
+    ctx: &HandlerContext,
+    batch: &Batch,
+    pid: u32,
+) -> Result<(), RuntimeError> {
+    if let Some(id) = first_with(batch, args.panic_on.as_deref()) {
+        panic!("--panic-on matched message {id}");
+    }
+    if let Some(id) = first_with(batch, args.fail_on.as_deref()) {
+        // Any error will do; a store error names a file, which is what a real one would.
+        return Err(RuntimeError::Config(
+            sessionbus_runtime::config::ConfigError::Invalid {
+                path: PathBuf::from("--fail-on"),
+                field: "text".into(),
+                reason: format!("--fail-on matched message {id}"),
+            },
+        ));
+    }
+    if let Some(id) = first_with(batch, args.hang_on.as_deref()) {
+        eprintln!("echo_container[{pid}]: hanging on message {id} (--hang-on); never returning");
+        let mut said = false;
+        loop {
+            std::thread::sleep(Duration::from_millis(20));
+            if !said && ctx.time_left().is_zero() {
+                eprintln!(
+                    "echo_container[{pid}]: deadline passed on message {id}; the heartbeat has \
+                     stopped and the host will kill this process"
+                );
+                said = true;
+            }
+        }
+    }
     Ok(())
 }
 

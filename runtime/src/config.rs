@@ -15,6 +15,20 @@
 //!   whether that means "use [`ContainerConfig::default`]";
 //! - a file over [`MAX_CONFIG_BYTES`] is refused before it is parsed.
 //!
+//! This project's own fields (not upstream's), all optional:
+//!
+//! - `pollIntervalIdleMs` / `pollIntervalActiveMs`: the container's poll intervals (default
+//!   1000 and 250 ms, at least 1);
+//! - `handlerTimeoutMs`: the deadline of one batch's handler, in milliseconds (default
+//!   [`DEFAULT_HANDLER_TIMEOUT_MS`], 30 minutes; at least 1, at most
+//!   [`MAX_HANDLER_TIMEOUT_MS`], 2 hours). Time spent in a tool with a declared timeout
+//!   ([`crate::container::HandlerContext::with_tool`]), up to that timeout, does not count
+//!   against it, but no batch gets more than 2 hours after it was claimed. Past the
+//!   deadline the container stops vouching for itself on `.heartbeat` (the host's liveness
+//!   rules then kill it) and its run ends with
+//!   [`crate::error::RuntimeError::HandlerTimedOut`] if the handler ever returns. See
+//!   [`crate::container`].
+//!
 //! ```
 //! use sessionbus_runtime::config::{ContainerConfig, Skills};
 //!
@@ -60,6 +74,15 @@ pub const DEFAULT_POLL_INTERVAL_IDLE_MS: NonZeroU64 = nonzero_u64(1000);
 
 /// `pollIntervalActiveMs` when absent (this project's addition, not upstream's).
 pub const DEFAULT_POLL_INTERVAL_ACTIVE_MS: NonZeroU64 = nonzero_u64(250);
+
+/// `handlerTimeoutMs` when absent (this project's addition): 30 minutes per batch, as long as
+/// the host's heartbeat ceiling.
+pub const DEFAULT_HANDLER_TIMEOUT_MS: NonZeroU64 = nonzero_u64(30 * 60 * 1000);
+
+/// The largest `handlerTimeoutMs` accepted, and the most any batch gets however a tool widens
+/// its deadline: 2 hours, the longest tool timeout the host honours
+/// ([`crate::liveness::MAX_DECLARED_TIMEOUT_MS`]).
+pub const MAX_HANDLER_TIMEOUT_MS: u64 = 2 * 60 * 60 * 1000;
 
 const fn nonzero_u32(n: u32) -> NonZeroU32 {
     match NonZeroU32::new(n) {
@@ -125,6 +148,11 @@ pub struct ContainerConfig {
     /// in milliseconds (default 250, at least 1).
     #[serde(deserialize_with = "de_poll_active")]
     pub poll_interval_active_ms: NonZeroU64,
+    /// This project's addition: the deadline of one batch's handler, in milliseconds (default
+    /// [`DEFAULT_HANDLER_TIMEOUT_MS`], at least 1, at most [`MAX_HANDLER_TIMEOUT_MS`]). See the
+    /// module documentation.
+    #[serde(deserialize_with = "de_handler_timeout")]
+    pub handler_timeout_ms: NonZeroU64,
     /// Fields this version does not know, kept as they were and otherwise ignored.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -275,6 +303,7 @@ null_or!(de_provider, String, DEFAULT_PROVIDER.to_owned());
 null_or!(de_max_messages, NonZeroU32, DEFAULT_MAX_MESSAGES_PER_PROMPT);
 null_or!(de_poll_idle, NonZeroU64, DEFAULT_POLL_INTERVAL_IDLE_MS);
 null_or!(de_poll_active, NonZeroU64, DEFAULT_POLL_INTERVAL_ACTIVE_MS);
+null_or!(de_handler_timeout, NonZeroU64, DEFAULT_HANDLER_TIMEOUT_MS);
 null_or!(de_readonly, bool, true);
 
 impl Default for ContainerConfig {
@@ -294,6 +323,7 @@ impl Default for ContainerConfig {
             skills: Skills::All,
             poll_interval_idle_ms: DEFAULT_POLL_INTERVAL_IDLE_MS,
             poll_interval_active_ms: DEFAULT_POLL_INTERVAL_ACTIVE_MS,
+            handler_timeout_ms: DEFAULT_HANDLER_TIMEOUT_MS,
             extra: BTreeMap::new(),
         }
     }
@@ -462,6 +492,16 @@ impl ContainerConfig {
                 reason: "must not be blank".into(),
             });
         }
+        if self.handler_timeout_ms.get() > MAX_HANDLER_TIMEOUT_MS {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: "handlerTimeoutMs".into(),
+                reason: format!(
+                    "must be at most {MAX_HANDLER_TIMEOUT_MS} (2 hours), not {}",
+                    self.handler_timeout_ms
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -484,6 +524,12 @@ impl ContainerConfig {
     /// [`ContainerConfig::poll_interval_active_ms`] as a duration.
     pub fn poll_interval_active(&self) -> Duration {
         Duration::from_millis(self.poll_interval_active_ms.get())
+    }
+
+    /// [`ContainerConfig::handler_timeout_ms`] as a duration, at most
+    /// [`MAX_HANDLER_TIMEOUT_MS`] (a value built in code, not read from a file, is capped here).
+    pub fn handler_timeout(&self) -> Duration {
+        Duration::from_millis(self.handler_timeout_ms.get().min(MAX_HANDLER_TIMEOUT_MS))
     }
 }
 
@@ -546,6 +592,7 @@ mod tests {
         assert_eq!(cfg.skills, Skills::All);
         assert_eq!(cfg.poll_interval_idle(), Duration::from_millis(1000));
         assert_eq!(cfg.poll_interval_active(), Duration::from_millis(250));
+        assert_eq!(cfg.handler_timeout(), Duration::from_secs(30 * 60));
         assert!(cfg.mcp_servers.is_empty() && cfg.additional_mounts.is_empty());
     }
 
@@ -573,7 +620,8 @@ mod tests {
               ],
               "skills": ["pdf", "browser", "pdf"],
               "pollIntervalIdleMs": 2000,
-              "pollIntervalActiveMs": 100
+              "pollIntervalActiveMs": 100,
+              "handlerTimeoutMs": 60000
             }"#,
         )
         .unwrap();
@@ -612,6 +660,7 @@ mod tests {
         );
         assert_eq!(cfg.poll_interval_idle_ms.get(), 2000);
         assert_eq!(cfg.poll_interval_active_ms.get(), 100);
+        assert_eq!(cfg.handler_timeout_ms.get(), 60_000);
         assert!(cfg.extra.is_empty());
     }
 
@@ -620,7 +669,8 @@ mod tests {
         let cfg = parse(
             r#"{"provider": null, "maxMessagesPerPrompt": null, "skills": null,
                 "mcpServers": null, "packages": null, "additionalMounts": null, "model": null,
-                "pollIntervalIdleMs": null, "pollIntervalActiveMs": null}"#,
+                "pollIntervalIdleMs": null, "pollIntervalActiveMs": null,
+                "handlerTimeoutMs": null}"#,
         )
         .unwrap();
         assert_eq!(cfg, ContainerConfig::default());
@@ -694,6 +744,9 @@ mod tests {
                 r#"{"pollIntervalActiveMs": "fast"}"#,
                 "pollIntervalActiveMs",
             ),
+            (r#"{"handlerTimeoutMs": 0}"#, "handlerTimeoutMs"),
+            (r#"{"handlerTimeoutMs": -5}"#, "handlerTimeoutMs"),
+            (r#"{"handlerTimeoutMs": "1h"}"#, "handlerTimeoutMs"),
             (r#"{"model": 1}"#, "model"),
             (r#"[]"#, "."),
             (r#""all""#, "."),
@@ -747,6 +800,37 @@ mod tests {
                 other => panic!("{text:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_handler_timeout_over_two_hours_is_refused_not_capped() {
+        assert_eq!(
+            parse(&format!(
+                r#"{{"handlerTimeoutMs": {MAX_HANDLER_TIMEOUT_MS}}}"#
+            ))
+            .unwrap()
+            .handler_timeout(),
+            Duration::from_secs(2 * 60 * 60)
+        );
+        match parse(&format!(
+            r#"{{"handlerTimeoutMs": {}}}"#,
+            MAX_HANDLER_TIMEOUT_MS + 1
+        )) {
+            Err(ConfigError::Invalid { field, reason, .. }) => {
+                assert_eq!(field, "handlerTimeoutMs");
+                assert!(reason.contains("2 hours"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Built in code past the limit: the duration is capped all the same.
+        let cfg = ContainerConfig {
+            handler_timeout_ms: NonZeroU64::MAX,
+            ..ContainerConfig::default()
+        };
+        assert_eq!(
+            cfg.handler_timeout(),
+            Duration::from_millis(MAX_HANDLER_TIMEOUT_MS)
+        );
     }
 
     #[test]

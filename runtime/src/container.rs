@@ -1,5 +1,58 @@
 //! The container's side: start-up and a poll loop a container binary can use as it is.
 //!
+//! # A batch's life, as the host sees it in outbound.db
+//!
+//! 1. **Claimed**: one transaction writes a `processing` ack for every message of the batch
+//!    and sets `container_activity.busy_since` to the claim time.
+//! 2. **Handled**: the handler runs while a helper thread touches `.heartbeat` every
+//!    [`ContainerOptions::heartbeat_interval`], until the batch's deadline (see below).
+//! 3. **Committed**: each part of the batch (split around `/clear`) commits its replies with
+//!    its final acks; the last part's transaction also clears `busy_since`.
+//!
+//! Or, when the handler panics, returns `Err`, or runs past its deadline: the batch's
+//! `processing` claims are **left** (the host counts a try for each: retry with backoff, or
+//! `failed` after the limit), one `failure_notes` row per message says why (for the operator;
+//! at most 1 KiB each), `busy_since` is cleared, and [`Container::run`] ends with
+//! [`RuntimeError::HandlerPanicked`], [`RuntimeError::HandlerFailed`] or
+//! [`RuntimeError::HandlerTimedOut`]. The container never deletes its own claims after a
+//! failure: a claim the host has not seen yet would vanish without a try being counted, and a
+//! message that always crashes the handler would be retried forever. (Only a clean stop, with
+//! no batch in progress, clears leftover `processing` acks on the way out.)
+//!
+//! # The deadline
+//!
+//! Each batch gets `handlerTimeoutMs` from `container.json` (default 30 minutes) from the
+//! moment it is claimed. Time spent in a tool with a declared timeout
+//! ([`HandlerContext::with_tool`]), up to that timeout, does not count: while such a tool runs
+//! the deadline is widened by its whole declared timeout, and once it returns, by the time it
+//! took. Never more than 2 hours after the claim ([`crate::config::MAX_HANDLER_TIMEOUT_MS`]),
+//! however many tools run.
+//!
+//! Past the deadline the helper thread sets `.heartbeat`'s mtime back to the claim time and
+//! stops touching it: no heartbeat after the claim is what the host's claim rule kills for at
+//! its next sweep (the 30-minute ceiling alone would fire half an hour later). A handler stuck
+//! for good never returns; that is fine, the host kills the process. One that returns late has
+//! its result discarded (its claims left, a failure note written), and the run ends.
+//!
+//! # Alive versus active (for host authors)
+//!
+//! - **Alive**: `.heartbeat`'s mtime. The container touches it while idle too, so an idle
+//!   container looks alive for as long as it runs; the heartbeat ceiling catches a hung one.
+//! - **Active**: the single row of `container_activity` in outbound.db (`id = 1`; this
+//!   library's migration 200006). `busy_since` is the claim time of the batch in progress
+//!   (JavaScript ISO text), written in the same transaction as the batch's `processing` acks,
+//!   and `NULL` while idle: cleared in the transaction that commits the batch's last part, or
+//!   that notes its failure, and at start-up. While it is `NULL`, `updated_at` is when the
+//!   container became idle (its last batch ended, or it started).
+//!
+//! Reading it from the host: the table is absent in an older container's file (check
+//! `sqlite_master` first, as for `container_state`, and treat absence as "unknown", not
+//! "idle"). Like everything in that file it is the container's word: select each text only
+//! when `octet_length(..) <= 64`, parse it as a timestamp, and treat a `busy_since` older than
+//! [`crate::config::MAX_HANDLER_TIMEOUT_MS`] (2 hours) as a lie or a hang, since this
+//! container's own deadline ends every batch before that. A container that claims to be idle
+//! while it holds `processing` claims is not idle.
+//!
 //! ```no_run
 //! use sessionbus_runtime::container::{Container, ContainerOptions, Handled, HandlerContext};
 //! use sessionbus_store::{Batch, NewOutbound};
@@ -15,22 +68,28 @@
 //! }).unwrap();
 //! ```
 
-use crate::config::{ConfigError, ContainerConfig, CONTAINER_JSON_PATH};
+use crate::config::{ConfigError, ContainerConfig, CONTAINER_JSON_PATH, MAX_HANDLER_TIMEOUT_MS};
 use crate::error::RuntimeError;
 use crate::freshness::{FreshnessWatch, DEFAULT_FROZEN_VIEW_AFTER};
 use crate::heartbeat;
-use sessionbus_schema::{Clock, SystemClock};
+use sessionbus_schema::{Clock, SystemClock, Timestamp};
+use sessionbus_store::validate::derived_id;
 use sessionbus_store::{
     AckStatus, Batch, ContainerSession, MessageIn, MessageKind, NewOutbound, OutboundWriter,
     SessionPaths,
 };
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The text of the reply to `/clear`.
 pub const SESSION_CLEARED: &str = "Session cleared.";
+
+/// The suffix of the reply id to a `/clear` message (see
+/// [`sessionbus_store::validate::derived_id`], which keeps the id valid for any length).
+pub const CLEARED_SUFFIX: &str = "-cleared";
 
 /// How often the heartbeat is touched while idle and while a handler runs.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -107,6 +166,7 @@ impl Handled {
 pub struct HandlerContext<'a> {
     session: &'a ContainerSession,
     config: &'a ContainerConfig,
+    deadline: &'a BatchDeadline,
 }
 
 impl HandlerContext<'_> {
@@ -141,8 +201,17 @@ impl HandlerContext<'_> {
             .set_continuation(&self.config.provider_key(), value)?)
     }
 
+    /// How long until the batch's deadline (zero once it has passed). A handler that can
+    /// cut its work short should do so before this runs out.
+    pub fn time_left(&self) -> Duration {
+        self.deadline.at().saturating_duration_since(Instant::now())
+    }
+
     /// Runs `f` as tool `name` in flight (with its declared timeout, if any), clearing the
-    /// record afterwards whatever `f` returns.
+    /// record afterwards whatever `f` returns. With a positive declared timeout, the time `f`
+    /// takes (up to that timeout) does not count against the batch's `handlerTimeoutMs`: the
+    /// deadline is widened by the declared timeout while `f` runs, and by the time `f` took
+    /// once it has returned (never past 2 hours after the batch was claimed).
     pub fn with_tool<T>(
         &self,
         name: &str,
@@ -151,9 +220,177 @@ impl HandlerContext<'_> {
     ) -> Result<T, RuntimeError> {
         self.outbound()
             .set_tool_in_flight(name, declared_timeout_ms)?;
+        let widened = self.deadline.widen(declared_timeout_ms);
         let out = f();
+        drop(widened);
         self.outbound().clear_tool_in_flight()?;
         Ok(out)
+    }
+}
+
+/// The deadline of the batch being handled, shared by the handler's thread (which widens it
+/// while a tool runs) and the heartbeat helper (which checks it).
+///
+/// Time spent inside a tool with a declared timeout, up to that timeout, does not count
+/// against the handler's own budget: while the tool runs the deadline is widened by the whole
+/// declared timeout; once it returns, by the time it actually took. The total never exceeds
+/// [`MAX_HANDLER_TIMEOUT_MS`] after the claim.
+struct BatchDeadline {
+    /// When the batch was claimed.
+    claimed: Instant,
+    /// `handlerTimeoutMs`.
+    timeout: Duration,
+    tools: Mutex<ToolTime>,
+}
+
+/// What tools have added to a batch's deadline.
+#[derive(Default)]
+struct ToolTime {
+    /// Time spent in tools that have returned (each up to its declared timeout).
+    credited: Duration,
+    /// The outermost tool in flight with a declared timeout: its start and that timeout.
+    in_flight: Option<(Instant, Duration)>,
+}
+
+impl BatchDeadline {
+    fn new(claimed: Instant, timeout: Duration) -> Self {
+        BatchDeadline {
+            claimed,
+            timeout,
+            tools: Mutex::new(ToolTime::default()),
+        }
+    }
+
+    fn tools(&self) -> std::sync::MutexGuard<'_, ToolTime> {
+        // Only this module holds the lock, never across a call out: a poisoned lock still
+        // holds consistent values.
+        self.tools.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The deadline now: claim + handler timeout + tool time, capped at
+    /// [`MAX_HANDLER_TIMEOUT_MS`] after the claim.
+    fn at(&self) -> Instant {
+        let cap = Duration::from_millis(MAX_HANDLER_TIMEOUT_MS);
+        let tools = self.tools();
+        let widening = tools
+            .credited
+            .saturating_add(tools.in_flight.map_or(Duration::ZERO, |(_, d)| d));
+        let total = self.timeout.saturating_add(widening).min(cap);
+        // At most 2 hours after an `Instant` taken now: always representable. Were it not,
+        // the deadline would be the claim itself (the batch fails and the host retries it,
+        // rather than the handler running unbounded).
+        self.claimed.checked_add(total).unwrap_or(self.claimed)
+    }
+
+    /// The deadline's distance from the claim, in milliseconds (for the error).
+    fn millis(&self) -> u64 {
+        u64::try_from(
+            self.at()
+                .saturating_duration_since(self.claimed)
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX)
+    }
+
+    /// Widens the deadline by a positive `declared_timeout_ms` (capped at 2 hours) until the
+    /// returned guard is dropped (a panic inside the tool drops it too), which credits the
+    /// time the tool took, up to that timeout. A tool called inside another one adds nothing:
+    /// the outer tool's window already covers it.
+    fn widen(&self, declared_timeout_ms: Option<i64>) -> ToolWindow<'_> {
+        let mut tools = self.tools();
+        let declared = declared_timeout_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .filter(|ms| *ms > 0)
+            .map(|ms| Duration::from_millis(ms.min(MAX_HANDLER_TIMEOUT_MS)));
+        let active = match declared {
+            Some(d) if tools.in_flight.is_none() => {
+                tools.in_flight = Some((Instant::now(), d));
+                true
+            }
+            _ => false,
+        };
+        ToolWindow {
+            deadline: self,
+            active,
+        }
+    }
+}
+
+/// Ends a tool's window when dropped (see [`BatchDeadline::widen`]).
+struct ToolWindow<'a> {
+    deadline: &'a BatchDeadline,
+    active: bool,
+}
+
+impl Drop for ToolWindow<'_> {
+    fn drop(&mut self) {
+        if !self.active {
+            return;
+        }
+        let mut tools = self.deadline.tools();
+        if let Some((start, declared)) = tools.in_flight.take() {
+            tools.credited = tools.credited.saturating_add(start.elapsed().min(declared));
+        }
+    }
+}
+
+/// Sets its flag when dropped: the heartbeat helper stops however the handler's call ends.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// How a handler's call went wrong.
+enum HandlerFailure {
+    Panicked(String),
+    Failed(RuntimeError),
+    TimedOut { deadline_ms: u64 },
+}
+
+impl HandlerFailure {
+    /// The reason recorded in `failure_notes`.
+    fn reason(&self) -> String {
+        match self {
+            HandlerFailure::Panicked(detail) => format!("handler panicked: {detail}"),
+            HandlerFailure::Failed(e) => format!("handler returned an error: {e}"),
+            HandlerFailure::TimedOut { deadline_ms } => {
+                format!("handler ran past its deadline of {deadline_ms} ms")
+            }
+        }
+    }
+
+    fn into_error(self, session: PathBuf, message_ids: Vec<String>) -> RuntimeError {
+        match self {
+            HandlerFailure::Panicked(detail) => RuntimeError::HandlerPanicked {
+                session,
+                message_ids,
+                detail,
+            },
+            HandlerFailure::Failed(e) => RuntimeError::HandlerFailed {
+                session,
+                message_ids,
+                source: Box::new(e),
+            },
+            HandlerFailure::TimedOut { deadline_ms } => RuntimeError::HandlerTimedOut {
+                session,
+                message_ids,
+                deadline_ms,
+            },
+        }
+    }
+}
+
+/// A panic's message, when it is text.
+fn panic_detail(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic whose payload is not text".to_owned()
     }
 }
 
@@ -183,6 +420,7 @@ pub struct Container {
     first_poll: bool,
     stale_claims_cleared: usize,
     freshness: FreshnessWatch,
+    batch_in_progress: bool,
 }
 
 impl Container {
@@ -214,6 +452,7 @@ impl Container {
             heartbeat_interval: opts.heartbeat_interval,
             first_poll: true,
             stale_claims_cleared: stale,
+            batch_in_progress: false,
         })
     }
 
@@ -232,6 +471,14 @@ impl Container {
         self.stale_claims_cleared
     }
 
+    /// True when a batch was claimed and not all of it committed: the last
+    /// [`Container::step`] failed part-way (a handler failure, or a commit that kept failing).
+    /// Its `processing` claims are left for the host; polling again cannot pick them up
+    /// (claimed messages are skipped), so the process should end.
+    pub fn batch_in_progress(&self) -> bool {
+        self.batch_in_progress
+    }
+
     /// How long inbound.db as this container reads it may stay behind a commit the host
     /// stamped before [`Container::step`] fails with [`RuntimeError::FrozenView`] (default
     /// [`DEFAULT_FROZEN_VIEW_AFTER`]; `None` turns the check off). See [`crate::freshness`].
@@ -244,6 +491,11 @@ impl Container {
     /// [`RuntimeError::FrozenView`] (not retryable) when inbound.db as this container reads it
     /// has stayed behind the host's stamped commits for too long (see
     /// [`Container::set_frozen_view_after`]).
+    ///
+    /// When the handler panics, returns `Err` or runs past the batch's deadline, the step
+    /// fails with [`RuntimeError::HandlerPanicked`], [`RuntimeError::HandlerFailed`] or
+    /// [`RuntimeError::HandlerTimedOut`], leaving the batch's claims and a failure note per
+    /// message (see the module documentation); [`Container::batch_in_progress`] is then true.
     pub fn step<F>(
         &mut self,
         handler: &mut F,
@@ -264,22 +516,35 @@ impl Container {
             return Ok(false);
         }
         let ids = batch.ids();
-        self.session.outbound().ack(&ids, &AckStatus::Processing)?;
-        for segment in split_at_clears(batch) {
+        let claimed_at = self.session.outbound().claim_batch(&ids)?;
+        // From here until the last part commits, the claims are this batch's to settle.
+        self.batch_in_progress = true;
+        let deadline = BatchDeadline::new(Instant::now(), self.config.handler_timeout());
+        let segments = split_at_clears(batch);
+        let parts = segments.len();
+        for (i, segment) in segments.into_iter().enumerate() {
+            let last = i + 1 == parts;
             match segment {
                 Segment::Clear(msg) => {
-                    self.clear(&msg)?;
+                    self.clear(&msg, last)?;
                     summary.clears += 1;
                     summary.completed += 1;
                 }
                 Segment::Messages(messages) => {
                     let sub = Batch { messages };
                     let sub_ids = sub.ids();
-                    let handled = self.handle_with_heartbeat(handler, &sub)?;
+                    let handled =
+                        match self.handle_with_heartbeat(handler, &sub, &deadline, claimed_at) {
+                            Ok(h) => h,
+                            Err(failure) => return Err(self.fail_batch(failure, sub_ids)),
+                        };
+                    let out = self.session.outbound();
                     retry_commit(|| {
-                        self.session
-                            .outbound()
-                            .commit(&sub_ids, &handled.status, &handled.replies)
+                        if last {
+                            out.commit_and_finish(&sub_ids, &handled.status, &handled.replies)
+                        } else {
+                            out.commit(&sub_ids, &handled.status, &handled.replies)
+                        }
                     })?;
                     summary.batches += 1;
                     let n = sub_ids.len() as u64;
@@ -291,27 +556,49 @@ impl Container {
                 }
             }
         }
+        self.batch_in_progress = false;
         Ok(true)
+    }
+
+    /// After a handler failure: notes why for each message (claims left as they are, the busy
+    /// mark cleared) and returns the typed error. A note that cannot be written is logged, not
+    /// returned: the handler's failure is what the run must end with.
+    fn fail_batch(&self, failure: HandlerFailure, message_ids: Vec<String>) -> RuntimeError {
+        let reason = failure.reason();
+        tracing::error!(
+            "session {}: {reason}; leaving the claims of {} message(s) for the host",
+            self.paths.dir.display(),
+            message_ids.len()
+        );
+        if let Err(e) = self.session.outbound().note_failure(&message_ids, &reason) {
+            tracing::warn!("cannot record the handler's failure: {e}");
+        }
+        failure.into_error(self.paths.dir.clone(), message_ids)
     }
 
     /// Polls until `stop` is set: the active interval after a batch, the idle interval when
     /// there was nothing, touching the heartbeat all along. Retryable errors (a lock, a hot
-    /// journal awaiting the host) are ridden out; others end the run. On the way out no
-    /// `processing` ack is left behind.
+    /// journal awaiting the host) are ridden out while no batch is in progress; others end the
+    /// run, and so does any error that leaves a batch's claims held (a handler failure, a
+    /// commit that kept failing): the claims stay for the host to settle. Only a clean stop
+    /// clears leftover `processing` acks on the way out.
     pub fn run<F>(&mut self, stop: &AtomicBool, mut handler: F) -> Result<RunSummary, RuntimeError>
     where
         F: FnMut(&HandlerContext, &Batch) -> Result<Handled, RuntimeError>,
     {
         let mut summary = RunSummary::default();
-        let result = loop {
+        loop {
             if stop.load(Ordering::SeqCst) {
-                break Ok(());
+                break;
             }
             self.touch_heartbeat()?;
             let pause = match self.step(&mut handler, &mut summary) {
                 Ok(true) => self.config.poll_interval_active(),
                 Ok(false) => self.config.poll_interval_idle(),
-                Err(e @ RuntimeError::FrozenView(_)) => break Err(e),
+                // Claimed messages are skipped by every later poll: only the host can settle
+                // them now, once this process has ended.
+                Err(e) if self.batch_in_progress => return Err(e),
+                Err(e @ RuntimeError::FrozenView(_)) => return Err(e),
                 Err(e) if e.is_retryable() => {
                     summary.retried_errors += 1;
                     tracing::warn!("retrying after: {e}");
@@ -325,13 +612,13 @@ impl Container {
                     tracing::warn!("retrying while the view of inbound.db lags the host: {e}");
                     self.config.poll_interval_idle()
                 }
-                Err(e) => break Err(e),
+                Err(e) => return Err(e),
             };
             self.sleep(pause, stop)?;
-        };
-        let cleanup = self.session.outbound().clear_stale_claims();
-        result?;
-        cleanup?;
+        }
+        // A clean stop between batches: no claim of ours is held, so any `processing` ack
+        // left is stale.
+        self.session.outbound().clear_stale_claims()?;
         Ok(summary)
     }
 
@@ -365,28 +652,50 @@ impl Container {
     }
 
     /// Runs the handler while a helper thread keeps the heartbeat fresh, so a slow answer is
-    /// not mistaken for a hung container.
+    /// not mistaken for a hung container. The helper stops however the call ends (a guard
+    /// sets its flag on drop, and a panic is caught here), and stops vouching at the batch's
+    /// deadline: it sets the heartbeat back to the claim time and touches it no more.
     fn handle_with_heartbeat<F>(
         &self,
         handler: &mut F,
         batch: &Batch,
-    ) -> Result<Handled, RuntimeError>
+        deadline: &BatchDeadline,
+        claimed_at: Timestamp,
+    ) -> Result<Handled, HandlerFailure>
     where
         F: FnMut(&HandlerContext, &Batch) -> Result<Handled, RuntimeError>,
     {
         let done = AtomicBool::new(false);
+        let expired = AtomicBool::new(false);
         let path = &self.paths.heartbeat;
         let interval = self.heartbeat_interval;
         let clock = self.session.clock();
         let ctx = HandlerContext {
             session: &self.session,
             config: &self.config,
+            deadline,
         };
-        std::thread::scope(|scope| {
+        let outcome = std::thread::scope(|scope| {
             scope.spawn(|| {
                 let mut last = Instant::now();
                 while !done.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(20).min(interval));
+                    if done.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if Instant::now() >= deadline.at() {
+                        expired.store(true, Ordering::SeqCst);
+                        // No heartbeat after the claim: the host's claim rule kills at its next
+                        // sweep, instead of the ceiling half an hour later.
+                        if let Err(e) = heartbeat::touch_at(path, claimed_at) {
+                            tracing::warn!("heartbeat: {e}");
+                        }
+                        tracing::error!(
+                            "the handler ran past its deadline of {} ms; no more heartbeats",
+                            deadline.millis()
+                        );
+                        break;
+                    }
                     if last.elapsed() >= interval {
                         if let Err(e) = heartbeat::touch_at(path, clock.now()) {
                             tracing::warn!("heartbeat: {e}");
@@ -395,24 +704,37 @@ impl Container {
                     }
                 }
             });
-            let out = handler(&ctx, batch);
-            done.store(true, Ordering::SeqCst);
-            out
-        })
+            let _stop_helper = SetOnDrop(&done);
+            catch_unwind(AssertUnwindSafe(|| handler(&ctx, batch)))
+        });
+        if expired.load(Ordering::SeqCst) {
+            return Err(HandlerFailure::TimedOut {
+                deadline_ms: deadline.millis(),
+            });
+        }
+        match outcome {
+            Ok(Ok(handled)) => Ok(handled),
+            Ok(Err(e)) => Err(HandlerFailure::Failed(e)),
+            Err(payload) => Err(HandlerFailure::Panicked(panic_detail(payload.as_ref()))),
+        }
     }
 
     /// `/clear`: forget this provider's continuation and answer `Session cleared.`, the reply
-    /// and the completed ack in one transaction.
-    fn clear(&self, msg: &MessageIn) -> Result<(), RuntimeError> {
+    /// and the completed ack in one transaction (which also ends the batch when `last`). The
+    /// reply's id is derived from the message's, valid whatever its length.
+    fn clear(&self, msg: &MessageIn, last: bool) -> Result<(), RuntimeError> {
         let out = self.session.outbound();
         out.state_delete(&self.config.continuation_key())?;
-        let reply = NewOutbound::reply_to(format!("{}-cleared", msg.id), msg, SESSION_CLEARED);
+        let reply =
+            NewOutbound::reply_to(derived_id(&msg.id, CLEARED_SUFFIX), msg, SESSION_CLEARED);
+        let acked = std::slice::from_ref(&msg.id);
+        let replies = std::slice::from_ref(&reply);
         retry_commit(|| {
-            out.commit(
-                std::slice::from_ref(&msg.id),
-                &AckStatus::Completed,
-                std::slice::from_ref(&reply),
-            )
+            if last {
+                out.commit_and_finish(acked, &AckStatus::Completed, replies)
+            } else {
+                out.commit(acked, &AckStatus::Completed, replies)
+            }
         })?;
         Ok(())
     }
@@ -478,4 +800,80 @@ fn split_at_clears(batch: Batch) -> Vec<Segment> {
         out.push(Segment::Messages(current));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn tool_time_up_to_its_declared_timeout_does_not_count() {
+        let claimed = Instant::now();
+        let d = BatchDeadline::new(claimed, ms(200));
+        assert_eq!(d.at(), claimed + ms(200));
+        {
+            let _tool = d.widen(Some(10_000));
+            assert_eq!(
+                d.at(),
+                claimed + ms(10_200),
+                "the whole window while it runs"
+            );
+            // A tool inside the tool adds nothing.
+            let _inner = d.widen(Some(50_000));
+            assert_eq!(d.at(), claimed + ms(10_200));
+            std::thread::sleep(ms(30));
+        }
+        // Afterwards: the time it took, not its window.
+        let after = d.at().saturating_duration_since(claimed);
+        assert!(after >= ms(230) && after < ms(10_200), "{after:?}");
+        // No declared timeout, or a useless one: no widening.
+        for declared in [None, Some(0), Some(-5)] {
+            let before = d.at();
+            let _t = d.widen(declared);
+            assert_eq!(d.at(), before, "{declared:?}");
+        }
+        assert_eq!(
+            d.millis(),
+            u64::try_from(after.as_millis()).unwrap(),
+            "millis reads the same deadline"
+        );
+    }
+
+    #[test]
+    fn no_batch_gets_more_than_two_hours() {
+        let claimed = Instant::now();
+        let cap = ms(MAX_HANDLER_TIMEOUT_MS);
+        let d = BatchDeadline::new(claimed, ms(MAX_HANDLER_TIMEOUT_MS - 1000));
+        let _t = d.widen(Some(i64::MAX));
+        assert_eq!(d.at(), claimed + cap);
+        let d = BatchDeadline::new(claimed, Duration::MAX);
+        assert_eq!(d.at(), claimed + cap);
+    }
+
+    #[test]
+    fn a_panic_inside_a_tool_still_ends_its_window() {
+        let claimed = Instant::now();
+        let d = BatchDeadline::new(claimed, ms(100));
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let _t = d.widen(Some(60_000));
+            panic!("tool blew up");
+        }));
+        assert!(r.is_err());
+        assert!(d.at() < claimed + ms(60_000));
+        assert!(d.tools().in_flight.is_none());
+    }
+
+    #[test]
+    fn panic_messages_are_read_from_either_payload_type() {
+        let p = catch_unwind(|| panic!("static")).unwrap_err();
+        assert_eq!(panic_detail(p.as_ref()), "static");
+        let p = catch_unwind(|| panic!("{}", String::from("formatted"))).unwrap_err();
+        assert_eq!(panic_detail(p.as_ref()), "formatted");
+        let p = catch_unwind(|| std::panic::panic_any(42)).unwrap_err();
+        assert!(panic_detail(p.as_ref()).contains("not text"));
+    }
 }

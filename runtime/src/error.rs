@@ -42,12 +42,109 @@ pub enum RuntimeError {
     /// contents (see [`crate::freshness`]).
     #[error("{0}")]
     FrozenView(crate::freshness::FrozenView),
+    /// The container's handler panicked on a batch. The batch's `processing` claims were left
+    /// in outbound.db for the host (which counts a try and retries, or fails the messages
+    /// after their limit) and a `failure_notes` row records the panic for each message. The
+    /// run ends: the handler is not called again in this process.
+    #[error("session {}: the handler panicked on {}: {detail}", session.display(), ids_text(message_ids))]
+    HandlerPanicked {
+        /// The session folder (the container's workspace).
+        session: PathBuf,
+        /// The messages handed to the handler.
+        message_ids: Vec<String>,
+        /// The panic's message.
+        detail: String,
+    },
+    /// The container's handler returned an error for a batch. Treated like a panic: claims
+    /// left for the host, a failure note per message, the run ends. A batch the agent cannot
+    /// answer for good is [`crate::container::Handled::failed`] instead (an `Ok`).
+    #[error("session {}: the handler failed on {}: {source}", session.display(), ids_text(message_ids))]
+    HandlerFailed {
+        /// The session folder (the container's workspace).
+        session: PathBuf,
+        /// The messages handed to the handler.
+        message_ids: Vec<String>,
+        /// The handler's error.
+        #[source]
+        source: Box<RuntimeError>,
+    },
+    /// The container's handler ran past the batch's deadline (`handlerTimeoutMs`, widened
+    /// while a tool with a declared timeout ran). From the deadline on the container stopped
+    /// vouching for itself on `.heartbeat`, so the host's liveness rules kill it; if the
+    /// handler returned first, its result was discarded and the run ends with this (claims
+    /// left, failure notes written).
+    #[error(
+        "session {}: the handler ran past its deadline of {deadline_ms} ms on {}",
+        session.display(),
+        ids_text(message_ids)
+    )]
+    HandlerTimedOut {
+        /// The session folder (the container's workspace).
+        session: PathBuf,
+        /// The messages handed to the handler.
+        message_ids: Vec<String>,
+        /// The deadline that passed, in milliseconds after the batch was claimed.
+        deadline_ms: u64,
+    },
+}
+
+/// Up to three message ids for an error message, and how many more there were.
+fn ids_text(ids: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut text = match ids.len() {
+        1 => "message ".to_string(),
+        _ => "messages ".to_string(),
+    };
+    let shown: Vec<String> = ids.iter().take(SHOWN).map(|id| format!("{id:?}")).collect();
+    text.push_str(&shown.join(", "));
+    if ids.len() > SHOWN {
+        text.push_str(&format!(" and {} more", ids.len() - SHOWN));
+    }
+    text
 }
 
 impl RuntimeError {
     /// True for conditions that pass by themselves (a lock, a hot journal): try again on the
-    /// next tick instead of giving up.
+    /// next tick instead of giving up. A handler's failure never is, whatever its cause: its
+    /// batch's claims are held, and only the host can settle them.
     pub fn is_retryable(&self) -> bool {
         matches!(self, RuntimeError::Store(e) if e.is_retryable())
+    }
+
+    /// True for the handler's failures ([`RuntimeError::HandlerPanicked`],
+    /// [`RuntimeError::HandlerFailed`], [`RuntimeError::HandlerTimedOut`]).
+    pub fn is_handler_failure(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::HandlerPanicked { .. }
+                | RuntimeError::HandlerFailed { .. }
+                | RuntimeError::HandlerTimedOut { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handler_errors_name_the_session_and_a_bounded_list_of_ids() {
+        let ids: Vec<String> = (1..=5).map(|i| format!("m{i}")).collect();
+        let e = RuntimeError::HandlerPanicked {
+            session: PathBuf::from("/s"),
+            message_ids: ids,
+            detail: "boom".into(),
+        };
+        let text = e.to_string();
+        assert!(text.contains("/s"), "{text}");
+        assert!(text.contains(r#""m1", "m2", "m3" and 2 more"#), "{text}");
+        assert!(text.ends_with("boom"), "{text}");
+        assert!(!e.is_retryable() && e.is_handler_failure());
+        let one = RuntimeError::HandlerTimedOut {
+            session: PathBuf::from("/s"),
+            message_ids: vec!["x".into()],
+            deadline_ms: 5,
+        };
+        assert!(one.to_string().contains(r#"message "x""#), "{one}");
     }
 }

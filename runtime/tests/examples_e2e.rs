@@ -522,3 +522,219 @@ fn the_heartbeat_drives_the_stuck_decision_end_to_end_on_a_manual_clock() {
         "{records:?}"
     );
 }
+
+/// A provisioned session folder with `container.json` holding `config`.
+fn session_with_config(config: &str) -> (tempfile::TempDir, SessionPaths) {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = SessionPaths::new(dir.path().join("session"));
+    provision(&paths, None, &sessionbus_store::SystemClock).unwrap();
+    std::fs::create_dir_all(paths.dir.join("agent")).unwrap();
+    std::fs::write(paths.dir.join("agent/container.json"), config).unwrap();
+    (dir, paths)
+}
+
+/// A container control over a child this test spawned itself (to read its stderr).
+struct OwnChild(Option<std::process::Child>);
+
+impl ContainerControl for OwnChild {
+    fn is_running(&mut self, _: &SessionPaths) -> bool {
+        self.0
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+    fn kill(
+        &mut self,
+        _: &SessionPaths,
+        _: &KillReason,
+    ) -> Result<(), sessionbus_runtime::control::CallerError> {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            c.wait().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+    fn start(&mut self, _: &SessionPaths) -> Result<(), sessionbus_runtime::control::CallerError> {
+        Ok(())
+    }
+}
+
+/// After a container exited on a handler failure: its claim of `id` is left, a failure note
+/// says `why`, and the host's sweep counts a try for it.
+fn assert_claim_left_and_retried(paths: &SessionPaths, id: &str, why: &str) {
+    let host = HostSession::open(&paths.dir);
+    let claims = host.pending_claims().unwrap();
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    assert_eq!(claims[0].message_id, id);
+    // The operator's side: the note in the container's file.
+    let notes = sessionbus_store::ContainerSession::open(&paths.dir)
+        .unwrap()
+        .outbound()
+        .failure_notes(&[id.to_string()])
+        .unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].reason.contains(why), "{notes:?}");
+    let mut gone = OwnChild(None);
+    let opts = SweepOptions {
+        wake: false,
+        ..SweepOptions::default()
+    };
+    let r = sweep_session(&host, &mut gone, &|_| None, opts).unwrap();
+    assert_eq!(r.retried, [id], "{r:?}");
+    let m = host.inbound().message(id).unwrap().unwrap();
+    assert_eq!((m.status, m.tries), (MessageStatus::Pending, 1));
+}
+
+#[test]
+fn the_echo_container_exits_non_zero_after_a_panic_leaving_its_claim_and_a_note() {
+    let (_dir, paths) = session_with_config(r#"{ "pollIntervalIdleMs": 20 }"#);
+    HostSession::open(&paths.dir)
+        .inbound()
+        .write_message(&NewMessage::chat("p", "please boom now"))
+        .unwrap();
+    let mut cmd = Command::new(&examples().echo);
+    cmd.arg("--workspace")
+        .arg(&paths.dir)
+        .args(["--panic-on", "boom", "--heartbeat-ms", "20"]);
+    let run = run_with_timeout(cmd, Duration::from_secs(60));
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("panic at") && l.contains("--panic-on matched message p")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("echo_container: handler panicked")
+                && l.contains("claims left for the host")),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("RUST_BACKTRACE"), "{}", run.stderr);
+    // The process is gone, so nothing touches the heartbeat any more.
+    let beat = heartbeat::mtime(&paths.heartbeat).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(heartbeat::mtime(&paths.heartbeat).unwrap(), beat);
+    assert_claim_left_and_retried(&paths, "p", "panicked");
+}
+
+#[test]
+fn the_echo_container_exits_non_zero_after_a_handler_error_leaving_its_claim() {
+    let (_dir, paths) = session_with_config(r#"{ "pollIntervalIdleMs": 20 }"#);
+    HostSession::open(&paths.dir)
+        .inbound()
+        .write_message(&NewMessage::chat("f", "this will fail"))
+        .unwrap();
+    let mut cmd = Command::new(&examples().echo);
+    cmd.arg("--workspace")
+        .arg(&paths.dir)
+        .args(["--fail-on", "fail"]);
+    let run = run_with_timeout(cmd, Duration::from_secs(60));
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("echo_container: handler failed")
+                && l.contains("--fail-on matched message f")),
+        "{}",
+        run.stderr
+    );
+    assert_claim_left_and_retried(&paths, "f", "returned an error");
+}
+
+/// A handler that never returns: past `handlerTimeoutMs` the real container process stops its
+/// heartbeat (set back to the claim), and the host's sweep kills it by the claim rule and
+/// retries the message, without waiting for the 30-minute ceiling.
+#[test]
+fn a_hung_echo_container_stops_its_heartbeat_at_the_deadline_and_is_killed_by_the_sweep() {
+    let (_dir, paths) =
+        session_with_config(r#"{ "handlerTimeoutMs": 500, "pollIntervalIdleMs": 20 }"#);
+    let real_host = HostSession::open(&paths.dir);
+    real_host
+        .inbound()
+        .write_message(&NewMessage::chat("h", "hang here"))
+        .unwrap();
+    let mut child = Command::new(&examples().echo)
+        .arg("--workspace")
+        .arg(&paths.dir)
+        .args(["--hang-on", "hang", "--heartbeat-ms", "20"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let err_text = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&err_text);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let mut ctl = OwnChild(Some(child));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let claimed_at = loop {
+        if let Some(c) = real_host.pending_claims().unwrap().into_iter().next() {
+            break c.claimed_at.instant().unwrap();
+        }
+        assert!(Instant::now() < deadline, "the container never claimed h");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The handler says when the deadline has passed (its own view of it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !err_text.lock().unwrap().contains("deadline passed") {
+        assert!(Instant::now() < deadline, "{}", err_text.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        err_text.lock().unwrap().contains("hanging on message h"),
+        "{}",
+        err_text.lock().unwrap()
+    );
+    // The heartbeat goes back to the claim (the helper's check runs every 20 ms), and stays.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while heartbeat::mtime(&paths.heartbeat)
+        .unwrap()
+        .is_none_or(|hb| hb > claimed_at)
+    {
+        assert!(Instant::now() < deadline, "the heartbeat never stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = heartbeat::mtime(&paths.heartbeat).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(heartbeat::mtime(&paths.heartbeat).unwrap(), stopped);
+    assert!(ctl.is_running(&paths), "a hung handler keeps the process");
+
+    // The host, a minute after the claim: no heartbeat since the claim, so it kills.
+    let clock = ManualClock::at_millis(claimed_at.unix_millis() + 61_000);
+    let host = HostSession::with_clock(&paths.dir, clock.shared());
+    let opts = SweepOptions {
+        wake: false,
+        ..SweepOptions::default()
+    };
+    let r = sweep_session(&host, &mut ctl, &|_| None, opts).unwrap();
+    assert!(r.killed, "{r:?}");
+    assert!(
+        matches!(
+            r.decision,
+            Some(StuckDecision::Kill {
+                reason: KillReason::ClaimStuck { .. }
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(r.retried, ["h"]);
+    assert!(!ctl.is_running(&paths));
+    let m = host.inbound().message("h").unwrap().unwrap();
+    assert_eq!((m.status, m.tries), (MessageStatus::Pending, 1));
+}

@@ -70,9 +70,39 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Single row (id = 1): whether the container is working on a batch (this library's
+    /// addition, migration 200006; older containers' files lack it). The `.heartbeat` file
+    /// says the container is alive; this says it is active.
+    container_activity (id) {
+        /// Always 1.
+        id -> BigInt,
+        /// When the batch being handled was claimed (JavaScript ISO format); NULL while idle.
+        busy_since -> Nullable<Text>,
+        /// Last change (JavaScript ISO format): while idle, when the container became idle.
+        updated_at -> Text,
+    }
+}
+
+diesel::table! {
+    /// Why a message's handler failed, for the operator (this library's addition, migration
+    /// 200006). The message's `processing` claim stays; the host retries or fails it.
+    failure_notes (message_id) {
+        /// `messages_in.id`.
+        message_id -> Text,
+        /// What happened (a panic's message, the handler's error, a missed deadline), at most
+        /// 1 KiB.
+        reason -> Text,
+        /// When it was noted (JavaScript ISO format).
+        at -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     messages_out,
     processing_ack,
     session_state,
     container_state,
+    failure_notes,
+    container_activity,
 );

@@ -122,6 +122,8 @@ fn outbound_tables() -> Vec<(String, Vec<Declared>)> {
         declared(outbound::processing_ack::table),
         declared(outbound::session_state::table),
         declared(outbound::container_state::table),
+        declared(outbound::failure_notes::table),
+        declared(outbound::container_activity::table),
     ]
 }
 
@@ -211,6 +213,8 @@ fn the_comparison_sees_types_nullability_and_sql_names() {
     // INTEGER PRIMARY KEY: notnull = 0 in the pragma, non-null here.
     assert!(f["container_state"].contains(&("id".into(), "INTEGER".into(), false)));
     assert!(f["container_state"].contains(&("current_tool".into(), "TEXT".into(), true)));
+    assert!(f["container_activity"].contains(&("busy_since".into(), "TEXT".into(), true)));
+    assert!(f["failure_notes"].contains(&("reason".into(), "TEXT".into(), false)));
     assert!(f["session_state"].contains(&("updated_at".into(), "TEXT".into(), false)));
 }
 

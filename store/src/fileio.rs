@@ -4,8 +4,8 @@
 use crate::error::StoreError;
 use diesel::SqliteConnection;
 use sessionbus_schema::migrate::{check_schema, Access};
-use sessionbus_schema::{DbError, DbFile};
-use std::time::Duration;
+use sessionbus_schema::{DbError, DbFile, FileKind, Role};
+use std::time::{Duration, Instant};
 
 /// How often, and how long apart, a reader retries a hot journal before reporting it. A
 /// journal can look hot for a moment across a mount where the writer's lock is not visible.
@@ -138,14 +138,31 @@ pub(crate) fn open_write(file: &DbFile, op: &'static str) -> Result<SqliteConnec
 
 /// Runs `f` in one `BEGIN IMMEDIATE` transaction on a fresh writer connection, then closes it
 /// (closing is what makes the write visible across the mount).
+///
+/// On the container's own file (role container, kind outbound) a `Locked` failure (the busy
+/// timeout passed while another container process, the runner or a tool server, held the
+/// lock) is retried with exponential backoff and jitter within [`LOCKED_RETRY_BUDGET`]: under
+/// CPU load two writers can each hold the lock long enough for the other's busy timeout to
+/// pass, and the write must not be lost for that. A failed attempt rolled back entirely, so
+/// running `f` again is safe. Other files keep a single attempt (the host's inbound.db writes
+/// are timed by the host's own loop).
 pub(crate) fn write<T>(
     file: &DbFile,
     op: &'static str,
-    f: impl FnOnce(&mut SqliteConnection) -> Result<T, OpError>,
+    mut f: impl FnMut(&mut SqliteConnection) -> Result<T, OpError>,
+) -> Result<T, StoreError> {
+    with_lock_retries(file, || write_once(file, op, &mut f))
+}
+
+/// One attempt of [`write`].
+fn write_once<T>(
+    file: &DbFile,
+    op: &'static str,
+    f: &mut impl FnMut(&mut SqliteConnection) -> Result<T, OpError>,
 ) -> Result<T, StoreError> {
     let mut conn = open_write(file, op)?;
     let out = conn
-        .immediate_transaction(f)
+        .immediate_transaction(|c| f(c))
         .map_err(|e| e.into_store(file, op));
     drop(conn);
     if out.is_ok() {
@@ -155,15 +172,77 @@ pub(crate) fn write<T>(
     out
 }
 
+/// The total time a write (or own read) of the container's own file keeps retrying `Locked`
+/// before the error is reported: each attempt already waited the busy timeout (5 s) for the
+/// lock, so this covers about five attempts.
+pub(crate) const LOCKED_RETRY_BUDGET: Duration = Duration::from_secs(30);
+
+/// The first pause between attempts; it doubles each time, up to [`LOCKED_RETRY_MAX_PAUSE`].
+const LOCKED_RETRY_FIRST_PAUSE: Duration = Duration::from_millis(20);
+const LOCKED_RETRY_MAX_PAUSE: Duration = Duration::from_secs(2);
+
+/// True for the file whose lock-wait failures are retried: the container's own outbound.db,
+/// which several container processes write.
+fn retries_locked(file: &DbFile) -> bool {
+    file.role() == Role::Container && file.kind() == FileKind::Outbound
+}
+
+/// Runs `attempt` and, on the container's own file, runs it again after a `Locked` failure
+/// with exponential backoff and jitter while [`LOCKED_RETRY_BUDGET`] lasts (counting the time
+/// the attempts themselves took).
+fn with_lock_retries<T>(
+    file: &DbFile,
+    mut attempt: impl FnMut() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if !retries_locked(file) {
+        return attempt();
+    }
+    let start = Instant::now();
+    let mut pause = LOCKED_RETRY_FIRST_PAUSE;
+    loop {
+        match attempt() {
+            Err(e) if matches!(e.as_db(), Some(DbError::Locked { .. })) => {
+                // Jitter: a pause between half and all of the nominal one, so two writers that
+                // failed together do not retry together.
+                let wait = pause.mul_f64(0.5 + 0.5 * jitter());
+                if start.elapsed() + wait >= LOCKED_RETRY_BUDGET {
+                    return Err(e);
+                }
+                tracing::debug!("{e}; retrying in {wait:?}");
+                std::thread::sleep(wait);
+                pause = (pause * 2).min(LOCKED_RETRY_MAX_PAUSE);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A number in `[0, 1)`, different on each call and in each process (std's randomly keyed
+/// hasher; no random-number crate needed for spreading retries).
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    // The top 53 bits as the mantissa of a number in [0, 1).
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// Runs read-only `f` on the writer's own file, without a transaction (the container reading
-/// its own outbound.db, the host its own inbound.db).
+/// its own outbound.db, the host its own inbound.db). On the container's file a `Locked`
+/// failure is retried like a [`write`]'s.
 pub(crate) fn read_own<T>(
     file: &DbFile,
     op: &'static str,
-    f: impl FnOnce(&mut SqliteConnection) -> Result<T, OpError>,
+    mut f: impl FnMut(&mut SqliteConnection) -> Result<T, OpError>,
 ) -> Result<T, StoreError> {
-    let mut conn = open_write(file, op)?;
-    // Each statement runs once on this connection: no persistent statement cache.
-    sessionbus_schema::conn::one_shot(&mut conn);
-    f(&mut conn).map_err(|e| e.into_store(file, op))
+    with_lock_retries(file, || {
+        let mut conn = open_write(file, op)?;
+        // Each statement runs once on this connection: no persistent statement cache.
+        sessionbus_schema::conn::one_shot(&mut conn);
+        f(&mut conn).map_err(|e| e.into_store(file, op))
+    })
 }

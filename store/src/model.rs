@@ -412,6 +412,18 @@ pub struct ContainerState {
     pub updated_at: Option<TimeText>,
 }
 
+/// A `failure_notes` row: why the container's handler failed on a message (for the operator;
+/// the message's claim was left for the host to retry or fail).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FailureNote {
+    /// The `messages_in` id.
+    pub message_id: String,
+    /// What happened, at most [`crate::outbound_writer::MAX_FAILURE_REASON_BYTES`].
+    pub reason: String,
+    /// When it was noted.
+    pub at: TimeText,
+}
+
 /// A `destinations` row: somewhere this agent may send.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Destination {

@@ -9,10 +9,20 @@ use crate::validate::{check_content, check_id};
 use diesel::dsl::max;
 use diesel::prelude::*;
 use diesel::SqliteConnection;
-use sessionbus_schema::outbound::{container_state, messages_out, processing_ack, session_state};
+use sessionbus_schema::outbound::{
+    container_activity, container_state, failure_notes, messages_out, processing_ack, session_state,
+};
 use sessionbus_schema::{Clock, DbFile, Seq, Timestamp};
 use std::collections::HashSet;
 use std::sync::Arc;
+
+/// The longest failure reason kept in `failure_notes` (1 KiB); a longer one is cut at a
+/// character boundary and marked with `…`.
+pub const MAX_FAILURE_REASON_BYTES: usize = 1024;
+
+/// How many `failure_notes` rows are kept: writing a note drops the oldest beyond this, so a
+/// session that fails often cannot grow its file without bound.
+pub const MAX_FAILURE_NOTES: i64 = 1000;
 
 /// The legacy key under which older runners kept their one continuation.
 pub const LEGACY_CONTINUATION_KEY: &str = "sdk_session_id";
@@ -65,10 +75,16 @@ impl OutboundWriter {
         })
     }
 
-    /// Resets the tool-in-flight row (start-up): a dead container's tool state must not widen
-    /// the next container's stuck tolerance.
+    /// Resets the container's state row (start-up): a dead container's tool in flight must not
+    /// widen the next container's stuck tolerance, nor its batch in progress make the next one
+    /// look busy.
     pub fn reset_container_state(&self) -> Result<()> {
-        self.clear_tool_in_flight()
+        let now = self.clock.now().to_iso();
+        fileio::write(&self.file, "reset container state", |c| {
+            write_tool(c, None, None, None, &now)?;
+            write_busy(c, None, &now)?;
+            Ok(())
+        })
     }
 
     /// Upserts acks for `ids` with `status` and `status_changed = now`, in one transaction.
@@ -77,6 +93,93 @@ impl OutboundWriter {
         fileio::write(&self.file, "ack messages", |c| {
             upsert_acks(c, ids, status, now)?;
             Ok(())
+        })
+    }
+
+    /// Claims a batch: `processing` acks for `ids` and `container_activity.busy_since = now`, in
+    /// one transaction, so the host never sees claims without the busy mark or the other way
+    /// round. Returns the claim time (the acks' `status_changed`). End the batch with
+    /// [`OutboundWriter::commit_and_finish`], or [`OutboundWriter::note_failure`] when it fails.
+    pub fn claim_batch(&self, ids: &[String]) -> Result<Timestamp> {
+        let now = self.clock.now();
+        let iso = now.to_iso();
+        fileio::write(&self.file, "claim batch", |c| {
+            upsert_acks(c, ids, &AckStatus::Processing, now)?;
+            write_busy(c, Some(&iso), &iso)?;
+            Ok(())
+        })?;
+        Ok(now)
+    }
+
+    /// When the batch in progress was claimed ([`OutboundWriter::claim_batch`]); `None` while
+    /// idle (own file).
+    pub fn busy_since(&self) -> Result<Option<TimeText>> {
+        fileio::read_own(&self.file, "read busy mark", |c| {
+            Ok(container_activity::table
+                .find(1i64)
+                .select(container_activity::busy_since)
+                .get_result::<Option<String>>(c)
+                .optional()?
+                .flatten()
+                .map(TimeText))
+        })
+    }
+
+    /// Records why the handler failed on `ids` (one `failure_notes` row each, `reason` cut to
+    /// [`MAX_FAILURE_REASON_BYTES`]) and ends the batch (busy mark and tool in flight cleared),
+    /// in one transaction. The messages' `processing` claims are left as they are, on purpose:
+    /// the host counts a try for each (it retries with backoff, or fails the message after its
+    /// limit). Only the newest [`MAX_FAILURE_NOTES`] notes are kept.
+    pub fn note_failure(&self, ids: &[String], reason: &str) -> Result<()> {
+        let reason = bounded_reason(reason);
+        let now = self.clock.now().to_iso();
+        fileio::write(&self.file, "note handler failure", |c| {
+            for id in ids {
+                diesel::replace_into(failure_notes::table)
+                    .values((
+                        failure_notes::message_id.eq(id),
+                        failure_notes::reason.eq(&reason),
+                        failure_notes::at.eq(&now),
+                    ))
+                    .execute(c)?;
+            }
+            // Keep the newest notes only (the table holds at most this many plus one batch,
+            // so the scan is bounded).
+            diesel::sql_query(format!(
+                "DELETE FROM failure_notes WHERE message_id NOT IN \
+                 (SELECT message_id FROM failure_notes ORDER BY at DESC, message_id \
+                  LIMIT {MAX_FAILURE_NOTES})"
+            ))
+            .execute(c)?;
+            write_tool(c, None, None, None, &now)?;
+            write_busy(c, None, &now)?;
+            Ok(())
+        })
+    }
+
+    /// The failure notes of `ids` (own file; cost bounded by `ids`).
+    pub fn failure_notes(&self, ids: &[String]) -> Result<Vec<FailureNote>> {
+        fileio::read_own(&self.file, "read failure notes", |c| {
+            let mut out = Vec::new();
+            for chunk in ids.chunks(IN_CHUNK) {
+                let rows: Vec<(String, String, String)> = failure_notes::table
+                    .filter(failure_notes::message_id.eq_any(chunk))
+                    .select((
+                        failure_notes::message_id,
+                        failure_notes::reason,
+                        failure_notes::at,
+                    ))
+                    .load(c)?;
+                out.extend(
+                    rows.into_iter()
+                        .map(|(message_id, reason, at)| FailureNote {
+                            message_id,
+                            reason,
+                            at: TimeText(at),
+                        }),
+                );
+            }
+            Ok(out)
         })
     }
 
@@ -105,6 +208,27 @@ impl OutboundWriter {
         acked: &[String],
         status: &AckStatus,
         replies: &[NewOutbound],
+    ) -> Result<Vec<Seq>> {
+        self.commit_inner(acked, status, replies, false)
+    }
+
+    /// [`OutboundWriter::commit`] for the last part of a batch: also clears the busy mark
+    /// [`OutboundWriter::claim_batch`] set, in the same transaction.
+    pub fn commit_and_finish(
+        &self,
+        acked: &[String],
+        status: &AckStatus,
+        replies: &[NewOutbound],
+    ) -> Result<Vec<Seq>> {
+        self.commit_inner(acked, status, replies, true)
+    }
+
+    fn commit_inner(
+        &self,
+        acked: &[String],
+        status: &AckStatus,
+        replies: &[NewOutbound],
+        finish: bool,
     ) -> Result<Vec<Seq>> {
         const OP: &str = "write outbound messages";
         let at = || self.file.at(OP);
@@ -147,6 +271,9 @@ impl OutboundWriter {
                 }
             }
             upsert_acks(c, acked, status, now)?;
+            if finish {
+                write_busy(c, None, &now.to_iso())?;
+            }
             Ok(seqs)
         })
     }
@@ -254,15 +381,7 @@ impl OutboundWriter {
     pub fn set_tool_in_flight(&self, tool: &str, declared_timeout_ms: Option<i64>) -> Result<()> {
         let now = self.clock.now().to_iso();
         fileio::write(&self.file, "set tool in flight", |c| {
-            diesel::replace_into(container_state::table)
-                .values((
-                    container_state::id.eq(1i64),
-                    container_state::current_tool.eq(Some(tool)),
-                    container_state::tool_declared_timeout_ms.eq(declared_timeout_ms),
-                    container_state::tool_started_at.eq(Some(&now)),
-                    container_state::updated_at.eq(&now),
-                ))
-                .execute(c)?;
+            write_tool(c, Some(tool), declared_timeout_ms, Some(&now), &now)?;
             Ok(())
         })
     }
@@ -271,15 +390,7 @@ impl OutboundWriter {
     pub fn clear_tool_in_flight(&self) -> Result<()> {
         let now = self.clock.now().to_iso();
         fileio::write(&self.file, "clear tool in flight", |c| {
-            diesel::replace_into(container_state::table)
-                .values((
-                    container_state::id.eq(1i64),
-                    container_state::current_tool.eq(None::<String>),
-                    container_state::tool_declared_timeout_ms.eq(None::<i64>),
-                    container_state::tool_started_at.eq(None::<String>),
-                    container_state::updated_at.eq(&now),
-                ))
-                .execute(c)?;
+            write_tool(c, None, None, None, &now)?;
             Ok(())
         })
     }
@@ -287,6 +398,49 @@ impl OutboundWriter {
     pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
+}
+
+/// Writes the single `container_state` row: the tool in flight, or none.
+fn write_tool(
+    c: &mut SqliteConnection,
+    tool: Option<&str>,
+    declared_timeout_ms: Option<i64>,
+    started_at: Option<&str>,
+    now: &str,
+) -> QueryResult<usize> {
+    diesel::replace_into(container_state::table)
+        .values((
+            container_state::id.eq(1i64),
+            container_state::current_tool.eq(tool),
+            container_state::tool_declared_timeout_ms.eq(declared_timeout_ms),
+            container_state::tool_started_at.eq(started_at),
+            container_state::updated_at.eq(now),
+        ))
+        .execute(c)
+}
+
+/// Writes the single `container_activity` row: busy since the given claim time, or idle.
+fn write_busy(c: &mut SqliteConnection, busy_since: Option<&str>, now: &str) -> QueryResult<usize> {
+    diesel::replace_into(container_activity::table)
+        .values((
+            container_activity::id.eq(1i64),
+            container_activity::busy_since.eq(busy_since),
+            container_activity::updated_at.eq(now),
+        ))
+        .execute(c)
+}
+
+/// `reason` within [`MAX_FAILURE_REASON_BYTES`], cut at a character boundary and marked `…`.
+fn bounded_reason(reason: &str) -> String {
+    if reason.len() <= MAX_FAILURE_REASON_BYTES {
+        return reason.to_owned();
+    }
+    const MARK: &str = "…";
+    let mut cut = MAX_FAILURE_REASON_BYTES - MARK.len();
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{MARK}", reason.get(..cut).unwrap_or_default())
 }
 
 fn insert_outbound(
@@ -358,4 +512,27 @@ pub(crate) fn acks_for(c: &mut SqliteConnection, ids: &[String]) -> QueryResult<
         out.extend(rows.into_iter().map(Ack::from));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_cut_at_a_character_boundary_within_the_limit() {
+        assert_eq!(bounded_reason("short"), "short");
+        for fill in ["a", "é", "日本", "🦀"] {
+            let long = fill.repeat(MAX_FAILURE_REASON_BYTES + 1);
+            let cut = bounded_reason(&long);
+            assert!(
+                cut.len() <= MAX_FAILURE_REASON_BYTES,
+                "{fill}: {}",
+                cut.len()
+            );
+            assert!(cut.ends_with('…'));
+            assert!(cut.len() > MAX_FAILURE_REASON_BYTES - 8);
+        }
+        let exact = "a".repeat(MAX_FAILURE_REASON_BYTES);
+        assert_eq!(bounded_reason(&exact), exact);
+    }
 }

@@ -268,6 +268,48 @@ fn host_processes_writing_one_inbound_db_never_collide_nor_lose_a_row() {
     );
 }
 
+/// Busy-loop threads that keep every core busy until dropped: contention the way a loaded
+/// machine makes it (a writer descheduled while it holds the lock, so the other one's busy
+/// timeout runs out), on purpose and inside the test.
+struct CpuLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl CpuLoad {
+    fn start() -> CpuLoad {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                    x
+                })
+            })
+            .collect();
+        CpuLoad { stop, threads }
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Two container processes (the runner and a tool server) append to outbound.db at once while
+/// every core is kept busy: a writer that loses the lock for longer than the busy timeout
+/// retries with backoff instead of failing, so nothing is lost.
 #[test]
 fn runner_and_tool_server_append_outbound_rows_concurrently() {
     const EACH: usize = 1000;
@@ -294,11 +336,13 @@ fn runner_and_tool_server_append_outbound_rows_concurrently() {
     let children: Vec<Child> = (0..2)
         .map(|i| spawn_child(NAME, "container-writer", i, s.dir()))
         .collect();
+    let load = CpuLoad::start();
     go(s.dir());
     for (i, c) in children.into_iter().enumerate() {
         let out = finish(c, &format!("container process {i}"));
         assert_eq!(tagged(&out, "DONE ").len(), 1);
     }
+    drop(load);
     let rows = id_seqs(&s.paths.outbound, "messages_out");
     assert_eq!(rows.len(), 2 * EACH);
     assert_seqs(&rows, 1, "container rows");
@@ -563,4 +607,99 @@ fn a_host_and_a_container_process_exchange_a_thousand_messages() {
     let last = replies.last().unwrap();
     let target = view.lookup_seq(Seq(last.seq)).unwrap().unwrap();
     assert_eq!(target.platform_message_id, format!("P{}", last.seq));
+}
+
+/// Holds a lock on `path` from a plain connection for `hold`, on a thread (`BEGIN IMMEDIATE`:
+/// other writers wait; `BEGIN EXCLUSIVE`: readers too); returns once the lock is taken.
+fn hold_lock(path: &Path, begin: &'static str, hold: Duration) -> std::thread::JoinHandle<()> {
+    use diesel::connection::SimpleConnection;
+    let path = path.to_path_buf();
+    let (taken, is_taken) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let mut c = plain(&path);
+        c.batch_execute(begin).unwrap();
+        taken.send(()).unwrap();
+        std::thread::sleep(hold);
+        c.batch_execute("COMMIT").unwrap();
+    });
+    is_taken.recv().unwrap();
+    t
+}
+
+/// The container's writes wait out a lock held past the busy timeout (with backoff, within a
+/// budget) instead of failing; the host's writes of inbound.db keep their single attempt.
+/// The busy timeouts are cut to 100 ms so that the lock can be held past them quickly.
+#[test]
+fn a_container_write_outlasts_a_lock_held_past_the_busy_timeout() {
+    use sessionbus_schema::{DbError, DbFile, FileKind, Role};
+    let s = TempSession::new();
+    let short = Duration::from_millis(100);
+    let inbound =
+        DbFile::new(&s.paths.inbound, FileKind::Inbound, Role::Container).with_busy_timeout(short);
+    let outbound = DbFile::new(&s.paths.outbound, FileKind::Outbound, Role::Container)
+        .with_busy_timeout(short);
+    let container =
+        ContainerSession::from_files(s.paths.clone(), inbound.clone(), outbound, s.clock.shared());
+    container.start().unwrap();
+
+    let holder = hold_lock(
+        &s.paths.outbound,
+        "BEGIN IMMEDIATE",
+        Duration::from_millis(800),
+    );
+    let start = Instant::now();
+    container
+        .outbound()
+        .write(&NewOutbound::chat("after-the-lock", "x"))
+        .unwrap();
+    let waited = start.elapsed();
+    holder.join().unwrap();
+    assert!(
+        waited >= Duration::from_millis(600),
+        "it did wait: {waited:?}"
+    );
+    assert_eq!(id_seqs(&s.paths.outbound, "messages_out").len(), 1);
+    // Own reads of the container's file ride out an exclusive lock the same way.
+    let holder = hold_lock(
+        &s.paths.outbound,
+        "BEGIN EXCLUSIVE",
+        Duration::from_millis(500),
+    );
+    let start = Instant::now();
+    assert!(container
+        .outbound()
+        .acks(&["nothing".into()])
+        .unwrap()
+        .is_empty());
+    let waited = start.elapsed();
+    holder.join().unwrap();
+    assert!(
+        waited >= Duration::from_millis(300),
+        "it did wait: {waited:?}"
+    );
+
+    // The host's file: one attempt, `Locked` after its busy timeout.
+    let host = HostSession::from_files(
+        s.paths.clone(),
+        inbound.as_role(Role::Host).with_busy_timeout(short),
+        DbFile::new(&s.paths.outbound, FileKind::Outbound, Role::Host),
+        s.clock.shared(),
+    );
+    let holder = hold_lock(
+        &s.paths.inbound,
+        "BEGIN IMMEDIATE",
+        Duration::from_millis(800),
+    );
+    let start = Instant::now();
+    let err = host
+        .inbound()
+        .write_message(&message("m", "x").build())
+        .unwrap_err();
+    let failed_after = start.elapsed();
+    holder.join().unwrap();
+    assert!(matches!(err.as_db(), Some(DbError::Locked { .. })), "{err}");
+    assert!(
+        failed_after < Duration::from_millis(700),
+        "{failed_after:?}"
+    );
 }

@@ -338,3 +338,129 @@ fn a_peer_writing_a_null_key_is_refused_by_the_file() {
     // Polls keep working.
     assert!(s.container().poll(true, 10).unwrap().is_empty());
 }
+
+/// The host schedules a retry with milliseconds (`process_after` like `12:00:00.500`); the
+/// container's poll compares at that precision, so a retry due in 500 ms is neither taken a
+/// second early (whole seconds rounded down) nor a second late (rounded up).
+#[test]
+fn a_retry_due_in_500_ms_is_polled_at_millisecond_precision() {
+    let s = TempSession::new();
+    let h = s.host();
+    h.inbound()
+        .write_message(&message("r", "x").build())
+        .unwrap();
+    let due = s.clock.now().plus_millis(500);
+    assert_eq!(
+        h.inbound()
+            .apply_retries(&[RetryUpdate::Retry {
+                id: "r".into(),
+                tries: 1,
+                process_after: due,
+            }])
+            .unwrap(),
+        1
+    );
+    let stored = h.inbound().message("r").unwrap().unwrap().process_after;
+    assert_eq!(stored.as_ref().and_then(TimeText::instant), Some(due));
+    let c = s.container();
+    s.clock.advance_ms(400);
+    assert!(c.poll(false, 10).unwrap().is_empty(), "taken 100 ms early");
+    assert!(!TimeText(due.to_sqlite_millis()).is_due(s.clock.now()));
+    s.clock.advance_ms(200);
+    assert_eq!(c.poll(false, 10).unwrap().ids(), vec!["r"]);
+    assert!(TimeText(due.to_sqlite_millis()).is_due(s.clock.now()));
+    // Exactly at the instant counts as due.
+    assert!(TimeText(due.to_sqlite_millis()).is_due(due));
+    assert!(!TimeText(due.to_sqlite_millis()).is_due(due.plus_millis(-1)));
+}
+
+#[test]
+fn a_batch_claim_sets_the_busy_mark_and_the_last_commit_clears_it_with_the_tool_kept() {
+    let s = TempSession::new();
+    s.host()
+        .inbound()
+        .write_messages(&[message("a", "x").build(), message("b", "x").build()])
+        .unwrap();
+    let c = s.container();
+    c.start().unwrap();
+    assert_eq!(c.outbound().busy_since().unwrap(), None);
+    let ids = vec!["a".to_string(), "b".to_string()];
+    let claimed = c.outbound().claim_batch(&ids).unwrap();
+    assert_eq!(
+        c.outbound().busy_since().unwrap().and_then(|t| t.instant()),
+        Some(claimed)
+    );
+    let claims = s.host().outbound().claims().unwrap();
+    assert_eq!(claims.len(), 2);
+    assert!(claims
+        .iter()
+        .all(|cl| cl.claimed_at.instant() == Some(claimed)));
+    // The tool columns and the busy mark are written apart, without resetting each other.
+    c.outbound().set_tool_in_flight("Bash", Some(1000)).unwrap();
+    assert!(c.outbound().busy_since().unwrap().is_some());
+    s.clock.advance_ms(5);
+    c.outbound()
+        .commit(&ids[..1], &AckStatus::Completed, &[])
+        .unwrap();
+    assert!(
+        c.outbound().busy_since().unwrap().is_some(),
+        "not the last part"
+    );
+    c.outbound()
+        .commit_and_finish(&ids[1..], &AckStatus::Completed, &[])
+        .unwrap();
+    assert_eq!(c.outbound().busy_since().unwrap(), None);
+    let st = s.host().outbound().container_state().unwrap().unwrap();
+    assert_eq!(st.current_tool.as_deref(), Some("Bash"));
+    // A restart clears both.
+    c.outbound().claim_batch(&ids).unwrap();
+    c.start().unwrap();
+    assert_eq!(c.outbound().busy_since().unwrap(), None);
+    let st = s.host().outbound().container_state().unwrap().unwrap();
+    assert_eq!(st.current_tool, None);
+}
+
+#[test]
+fn failure_notes_keep_the_claims_end_the_batch_and_stay_bounded() {
+    let s = TempSession::new();
+    s.host()
+        .inbound()
+        .write_message(&message("f", "x").build())
+        .unwrap();
+    let c = s.container();
+    c.start().unwrap();
+    let ids = vec!["f".to_string()];
+    c.outbound().claim_batch(&ids).unwrap();
+    c.outbound().set_tool_in_flight("Bash", None).unwrap();
+    c.outbound().note_failure(&ids, &"x".repeat(5000)).unwrap();
+    let notes = c.outbound().failure_notes(&ids).unwrap();
+    assert_eq!(notes.len(), 1);
+    assert!(notes[0].reason.len() <= outbound_writer::MAX_FAILURE_REASON_BYTES);
+    assert_eq!(notes[0].at.instant(), Some(s.clock.now()));
+    assert_eq!(c.outbound().busy_since().unwrap(), None);
+    let st = s.host().outbound().container_state().unwrap().unwrap();
+    assert_eq!(st.current_tool, None);
+    // The claim is still there for the host.
+    let claims = s.host().outbound().claims().unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].message_id, "f");
+    // A second failure of the same message replaces its note.
+    c.outbound().note_failure(&ids, "again").unwrap();
+    assert_eq!(c.outbound().failure_notes(&ids).unwrap()[0].reason, "again");
+    // Only the newest notes are kept.
+    let n = usize::try_from(outbound_writer::MAX_FAILURE_NOTES).unwrap() + 5;
+    let many: Vec<String> = (0..n).map(|i| format!("n{i:05}")).collect();
+    for chunk in many.chunks(250) {
+        s.clock.advance_ms(1);
+        c.outbound().note_failure(chunk, "x").unwrap();
+    }
+    let kept = c.outbound().failure_notes(&many).unwrap();
+    assert_eq!(
+        kept.len(),
+        usize::try_from(outbound_writer::MAX_FAILURE_NOTES).unwrap()
+    );
+    assert!(
+        c.outbound().failure_notes(&ids).unwrap().is_empty(),
+        "oldest dropped"
+    );
+}

@@ -44,7 +44,7 @@ pub fn accept_chat(
             reply_text,
         } => {
             let reply = NewHostReply {
-                id: format!("{}-denied", msg.id),
+                id: sessionbus_store::validate::derived_id(&msg.id, "-denied"),
                 in_reply_to: Some(msg.id.clone()),
                 address: msg.address.clone(),
                 content: serde_json::json!({ "text": reply_text }).to_string(),
