@@ -376,7 +376,7 @@ fn a_container_on_an_unmigrated_inbound_db_fails_with_the_fix_in_the_message() {
     let run = run_with_timeout(cmd, Duration::from_secs(30));
     assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
     assert!(run.stderr.contains("inbound.db"), "{}", run.stderr);
-    assert!(run.stderr.contains("cargo xtask migrate"), "{}", run.stderr);
+    assert!(run.stderr.contains("sessionbus migrate"), "{}", run.stderr);
     assert!(run.stderr.contains("not been migrated"), "{}", run.stderr);
     // The container never writes the host's file, even to fix it.
     assert_eq!(std::fs::read(&paths.inbound).unwrap(), before);

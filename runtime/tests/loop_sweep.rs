@@ -240,7 +240,7 @@ fn start_fails_clearly_on_an_unmigrated_inbound_db() {
     let err = Container::start(opts(&s)).err().expect("must fail");
     let text = err.to_string();
     assert!(
-        text.contains("inbound.db") && text.contains("cargo xtask migrate"),
+        text.contains("inbound.db") && text.contains("sessionbus migrate"),
         "{text}"
     );
 }
