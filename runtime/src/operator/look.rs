@@ -159,6 +159,10 @@ pub struct FileLook {
     /// There is no such file.
     #[serde(skip)]
     pub missing: bool,
+    /// What the schema state asks of the operator (legacy, older, empty), with the command
+    /// that fixes it; a caller that reports problems adds it to them.
+    #[serde(skip)]
+    pub schema_note: Option<String>,
 }
 
 impl FileLook {
@@ -176,6 +180,7 @@ impl FileLook {
             error: None,
             state: None,
             missing: false,
+            schema_note: None,
         }
     }
 
@@ -433,7 +438,7 @@ fn look_untrusted(
         }
     };
     let schema = SchemaReport::of(&state, kind);
-    schema_problems(&schema, kind, &paths.dir, problems);
+    look.schema_note = schema_note(&schema, kind, &paths.dir);
     let current = schema.is_current();
     look.schema = Some(schema);
     look.state = Some(state);
@@ -478,8 +483,9 @@ fn writer_of(kind: FileKind) -> &'static str {
     }
 }
 
-/// Adds the problem a schema state is (legacy, older, empty), with the command that fixes it.
-fn schema_problems(schema: &SchemaReport, kind: FileKind, dir: &Path, problems: &mut Vec<String>) {
+/// What a schema state (legacy, older, empty) asks of the operator, with the command that
+/// fixes it; `None` for a current file.
+fn schema_note(schema: &SchemaReport, kind: FileKind, dir: &Path) -> Option<String> {
     let name = kind.file_name();
     let fix = match kind {
         FileKind::Inbound => format!("run `{}`", migrate_hint(dir)),
@@ -488,17 +494,17 @@ fn schema_problems(schema: &SchemaReport, kind: FileKind, dir: &Path, problems: 
         }
     };
     match schema.state {
-        "legacy" => problems.push(format!(
+        "legacy" => Some(format!(
             "{name} is a legacy file ({}) that this library never migrated: {fix}",
             schema.legacy_generation.as_deref().unwrap_or("?")
         )),
-        "older" => problems.push(format!(
+        "older" => Some(format!(
             "{name} lacks {} migration(s) of this build ({}): {fix}",
             schema.pending.len(),
             schema.pending.join(", ")
         )),
-        "empty" => problems.push(format!("{name} holds no tables: {fix}")),
-        _ => {}
+        "empty" => Some(format!("{name} holds no tables: {fix}")),
+        _ => None,
     }
 }
 
@@ -629,7 +635,7 @@ fn look_host_inbound(
     match migrate::inspect(&mut conn, &file, OP) {
         Ok(state) => {
             let schema = SchemaReport::of(&state, FileKind::Inbound);
-            schema_problems(&schema, FileKind::Inbound, &paths.dir, problems);
+            look.schema_note = schema_note(&schema, FileKind::Inbound, &paths.dir);
             let current = schema.is_current();
             look.schema = Some(schema);
             look.state = Some(state);

@@ -102,6 +102,7 @@ pub fn session_status(dir: &Path, now: Timestamp) -> SessionStatus {
         problems.push("single layout: convert it with `sessionbus migrate`".to_string());
     }
     let (inbound, mut in_reader) = look_at_inbound(&paths, &mut problems);
+    problems.extend(inbound.schema_note.clone());
     let (pending, due) = match in_reader.as_mut().map(|r| counts(r, now)) {
         Some(Ok((p, d))) => (Some(p), Some(d)),
         Some(Err(e)) => {
@@ -112,6 +113,7 @@ pub fn session_status(dir: &Path, now: Timestamp) -> SessionStatus {
     };
     drop(in_reader);
     let (outbound, out_reader) = look_at_outbound(&paths, &mut problems);
+    problems.extend(outbound.schema_note.clone());
     drop(out_reader);
     let (heartbeat_age_ms, heartbeat_fresh) = match look_at_heartbeat(&paths) {
         HeartbeatLook::Missing => (None, false),

@@ -308,7 +308,9 @@ pub fn inspect(dir: &Path, now: Timestamp) -> Result<InspectReport, InspectError
         ));
     }
     let (in_file, mut in_reader) = look_at_inbound(&paths, &mut problems);
+    problems.extend(in_file.schema_note.clone());
     let (out_file, mut out_reader) = look_at_outbound(&paths, &mut problems);
+    problems.extend(out_file.schema_note.clone());
 
     let inbound = in_reader.as_mut().and_then(|r| {
         read::read_inbound(&mut r.conn, now)
