@@ -495,7 +495,7 @@ fn lists_are_capped_and_counts_complete() {
         .enumerate()
         .map(|(i, id)| {
             let m = host.inbound().message(id).unwrap().unwrap();
-            NewOutbound::reply_to(&format!("r{i}"), &m, "y")
+            NewOutbound::reply_to(format!("r{i}"), &m, "y")
         })
         .collect();
     c.outbound()
