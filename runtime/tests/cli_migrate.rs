@@ -569,6 +569,12 @@ fn a_stopped_single_layout_session_is_converted_and_migrated() {
     std::fs::write(s.outbox.join("a.txt"), b"agent's").unwrap();
     std::fs::create_dir(&s.inbox).unwrap();
     stale_heartbeat(&s);
+    // The container ran as another user: its area goes to that user.
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        std::os::unix::fs::lchown(&s.outbound, Some(1000), Some(1000)).unwrap();
+    }
 
     let out = sessionbus(["--json".as_ref(), "--session".as_ref(), s.dir.as_os_str()]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
@@ -587,6 +593,14 @@ fn a_stopped_single_layout_session_is_converted_and_migrated() {
     assert_rows_kept(&split.inbound, &rows);
     let mode = std::fs::metadata(&s.dir).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o755);
+    if root {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&split.container_dir).unwrap().uid(), 1000);
+        assert_eq!(
+            entry(&r, &s.dir)["container_owner"],
+            serde_json::json!([1000, 1000])
+        );
+    }
     // Once split, the next run finds it current and converts nothing.
     let r = json(&sessionbus([
         "--json".as_ref(),

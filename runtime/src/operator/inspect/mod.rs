@@ -254,10 +254,19 @@ pub struct DecisionReport {
 
 /// `sessionbus inspect`: prints the report and returns the exit code.
 pub fn main(args: &InspectArgs) -> ExitCode {
-    let report = match inspect(&args.session, SystemClock.now()) {
-        Ok(r) => r,
-        Err(e) => {
+    let now = SystemClock.now();
+    let result = std::panic::catch_unwind(|| inspect(&args.session, now));
+    let report = match result {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             print_stderr(&format!("inspect: {e}"));
+            return ExitCode::from(EXIT_FATAL);
+        }
+        Err(payload) => {
+            print_stderr(&format!(
+                "inspect: internal error (a panic): {}",
+                crate::operator::panic_text(&*payload)
+            ));
             return ExitCode::from(EXIT_FATAL);
         }
     };

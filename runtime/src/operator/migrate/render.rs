@@ -30,9 +30,12 @@ pub fn render_entry(entry: &FileReport, dry_run: bool) -> String {
             if c.moved_count > c.moved.len() {
                 names.push_str(&format!(", and {} more", c.moved_count - c.moved.len()));
             }
+            let owner = c
+                .container_owner
+                .map_or_else(|| "this user".to_string(), |(u, g)| format!("{u}:{g}"));
             format!(
-                "{status:<13} {path}: single layout to split ({verb} {} into container/: \
-                 {names}); container stopped: {}",
+                "{status:<13} {path}: single layout to split ({verb} {} into container/, owned \
+                 by {owner}: {names}); container stopped: {}",
                 c.moved_count, c.liveness
             )
         }

@@ -202,6 +202,9 @@ pub struct Conversion {
     pub moved_count: usize,
     /// Why the container was taken as stopped.
     pub liveness: Liveness,
+    /// The uid and gid the container's area was (or would be) handed to; `None`: this
+    /// process's user.
+    pub container_owner: Option<(u32, u32)>,
 }
 
 /// The most entry names a conversion lists.

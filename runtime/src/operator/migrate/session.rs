@@ -71,7 +71,8 @@ pub(crate) fn migrate_session(dir: &Path, ctx: &Ctx<'_>) -> Vec<FileReport> {
                 return out;
             }
             Verdict::Stopped if ctx.dry_run => {
-                out.push(entry(&paths, None, would_convert(&paths, liveness)));
+                let owner = ctx.owner.or_else(|| owner_of_container_files(dir));
+                out.push(entry(&paths, None, would_convert(&paths, liveness, owner)));
                 out.push(entry(&paths, Some(FileKind::Inbound), plan_single(&paths)));
                 out.push(outbound_entry(&paths));
                 return out;
@@ -136,20 +137,23 @@ fn convert(
             moved,
             moved_count,
             liveness,
+            container_owner: owner.map(|o| (o.uid, o.gid)),
         }),
         inbound,
         done.paths,
     )))
 }
 
-/// Whom the container's area goes to: the owner of the folder's outbound.db, else of the
-/// folder itself, when that is not this process's user (`lstat` only: nothing is opened or
-/// followed). `None` leaves it to this user (a container run as the same user).
+/// Whom the container's area goes to: the owner of the first of the folder's outbound.db,
+/// `.heartbeat`, `outbox/` and the folder itself that is not this process's user (`lstat`
+/// only: nothing is opened or followed). `None` leaves it to this user (a container run as
+/// the same user).
 fn owner_of_container_files(dir: &Path) -> Option<Ownership> {
     use std::os::unix::fs::MetadataExt;
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    [dir.join(FileKind::Outbound.file_name()), dir.to_path_buf()]
+    let single = SessionPaths::single(dir);
+    [single.outbound, single.heartbeat, single.outbox, single.dir]
         .iter()
         .filter_map(|p| std::fs::symlink_metadata(p).ok())
         .find(|m| m.uid() != me)
@@ -160,7 +164,7 @@ fn owner_of_container_files(dir: &Path) -> Option<Ownership> {
 }
 
 /// What a conversion of the single-layout folder would move, read without following names.
-fn would_convert(paths: &SessionPaths, liveness: Liveness) -> FileResult {
+fn would_convert(paths: &SessionPaths, liveness: Liveness, owner: Option<Ownership>) -> FileResult {
     let names = UntrustedDir::open(&paths.dir)
         .map_err(|e| e.to_string())
         .and_then(|d| d.names(MAX_NAMES_READ).map_err(|e| e.to_string()));
@@ -183,6 +187,7 @@ fn would_convert(paths: &SessionPaths, liveness: Liveness) -> FileResult {
                 moved_count: moved.len(),
                 moved: moved.into_iter().take(MAX_NAMES_LISTED).collect(),
                 liveness,
+                container_owner: owner.map(|o| (o.uid, o.gid)),
             })
         }
         Ok(None) => FileResult::failed_at(
