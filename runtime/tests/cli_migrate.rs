@@ -658,6 +658,20 @@ fn planted_journals_fifos_and_links_never_block_or_reach_outside() {
     j.push("-journal");
     hostile::mkfifo(Path::new(&j));
 
+    let vtab = provisioned("virtual-table");
+    hostile::tamper(
+        &vtab.outbound,
+        "CREATE VIRTUAL TABLE notes USING fts5(body);",
+    );
+    let long = provisioned("long-version");
+    hostile::tamper(
+        &long.outbound,
+        &format!(
+            "INSERT INTO __diesel_schema_migrations (version) VALUES ('{}');",
+            "9".repeat(100_000)
+        ),
+    );
+
     let outside = |root: &Path| {
         snapshot(root)
             .into_iter()
@@ -680,6 +694,8 @@ fn planted_journals_fifos_and_links_never_block_or_reach_outside() {
         (&link.outbound, "a symbolic link"),
         (&fifo_journal.outbound, "a FIFO"),
         (&sj.outbound, "hot journal"),
+        (&vtab.outbound, "not an ordinary table"),
+        (&long.outbound, "a version over 256 bytes"),
     ] {
         let e = entry(&r, p);
         assert_eq!(e["status"], "left_to_container", "{e:#}");

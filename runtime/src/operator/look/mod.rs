@@ -28,6 +28,17 @@ use std::time::Duration;
 /// handful).
 pub const MAX_MIGRATION_ROWS: i64 = 1000;
 
+/// The table diesel records applied migrations in.
+const MIGRATIONS_TABLE: &str = "__diesel_schema_migrations";
+
+/// The longest table, column or index name, or migration version, read from a file of the
+/// container's.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// The longest `CREATE` statement read from a file of the container's (real ones are well
+/// under 2 KiB).
+pub const MAX_SQL_BYTES: usize = 20_000;
+
 /// How often a hot journal is looked at again before it is reported (a live writer's journal
 /// can look hot for a moment).
 const HOT_JOURNAL_RETRIES: u32 = 5;
@@ -237,9 +248,10 @@ fn is_plain_create_table(sql: &str) -> bool {
 }
 
 /// The schema state of a file read through an untrusted connection, reading no more than
-/// the structure: every table must be an ordinary table (so no virtual table's module runs
-/// while its columns are listed) and the migrations table must hold at most
-/// [`MAX_MIGRATION_ROWS`] rows; then the schema crate's own survey decides.
+/// the structure: names and statements must be short ([`MAX_NAME_BYTES`],
+/// [`MAX_SQL_BYTES`]), every table must be an ordinary table (so no virtual table's module
+/// runs while its columns are listed), and the migrations table must hold at most
+/// [`MAX_MIGRATION_ROWS`] short rows; then the schema crate's own survey decides.
 pub fn untrusted_state(
     conn: &mut SqliteConnection,
     file: &DbFile,
@@ -249,6 +261,24 @@ pub fn untrusted_state(
         at: file.at(op),
         detail,
     };
+    let mut count = |sql: String| -> Result<i64, DbError> {
+        diesel::sql_query(sql)
+            .get_result::<CountRow>(conn)
+            .map(|r| r.n)
+            .map_err(|e| file.err(op, e))
+    };
+    // Every name and statement the survey reads is short in any real file: refuse a schema
+    // whose text alone would be a large allocation (SQLite caps each value, not their sum).
+    let oversized = count(format!(
+        "SELECT count(*) AS n FROM sqlite_master WHERE octet_length(name) > {MAX_NAME_BYTES} \
+         OR octet_length(sql) > {MAX_SQL_BYTES}"
+    ))?;
+    if oversized > 0 {
+        return Err(refuse(format!(
+            "{oversized} schema entries have a name over {MAX_NAME_BYTES} bytes or a statement \
+             over {MAX_SQL_BYTES} bytes"
+        )));
+    }
     let tables: Vec<TableRow> = diesel::sql_query(format!(
         "SELECT CAST(name AS TEXT) AS name, CAST(substr(ifnull(sql, ''), 1, 64) AS TEXT) AS head \
          FROM sqlite_master WHERE type = 'table' LIMIT {}",
@@ -262,17 +292,26 @@ pub fn untrusted_state(
             t.name
         )));
     }
-    if tables
-        .iter()
-        .any(|t| t.name == "__diesel_schema_migrations")
-    {
-        let n: CountRow = diesel::sql_query("SELECT count(*) AS n FROM __diesel_schema_migrations")
-            .get_result(conn)
-            .map_err(|e| file.err(op, e))?;
-        if n.n > MAX_MIGRATION_ROWS {
+    if tables.iter().any(|t| t.name == MIGRATIONS_TABLE) {
+        let mut count = |sql: String| -> Result<i64, DbError> {
+            diesel::sql_query(sql)
+                .get_result::<CountRow>(conn)
+                .map(|r| r.n)
+                .map_err(|e| file.err(op, e))
+        };
+        let long = count(format!(
+            "SELECT count(*) AS n FROM (SELECT 1 FROM {MIGRATIONS_TABLE} \
+             WHERE octet_length(version) > {MAX_NAME_BYTES} LIMIT 1)"
+        ))?;
+        if long > 0 {
             return Err(refuse(format!(
-                "its migrations table has {} rows, over {MAX_MIGRATION_ROWS}",
-                n.n
+                "its migrations table holds a version over {MAX_NAME_BYTES} bytes"
+            )));
+        }
+        let rows = count(format!("SELECT count(*) AS n FROM {MIGRATIONS_TABLE}"))?;
+        if rows > MAX_MIGRATION_ROWS {
+            return Err(refuse(format!(
+                "its migrations table has {rows} rows, over {MAX_MIGRATION_ROWS}"
             )));
         }
     }
