@@ -508,10 +508,7 @@ fn the_heartbeat_drives_the_stuck_decision_end_to_end_on_a_manual_clock() {
     let clock = ManualClock::at_millis(claimed_at.unix_millis());
     let host = HostSession::with_clock(&paths.dir, clock.shared());
     // The test looks at the killed container: no new one is woken.
-    let opts = SweepOptions {
-        wake: false,
-        ..SweepOptions::default()
-    };
+    let opts = SweepOptions::default().with_wake(false);
 
     // Two minutes into the claim, far past the 60 s tolerance: healthy, because the
     // heartbeat came after the claim.
@@ -617,10 +614,7 @@ fn assert_claim_left_and_retried(paths: &SessionPaths, id: &str, why: &str) {
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(notes[0].reason.contains(why), "{notes:?}");
     let mut gone = OwnChild(None);
-    let opts = SweepOptions {
-        wake: false,
-        ..SweepOptions::default()
-    };
+    let opts = SweepOptions::default().with_wake(false);
     let r = sweep_session(&host, &mut gone, &|_| None, opts).unwrap();
     assert_eq!(r.retried, [id], "{r:?}");
     let m = host.inbound().message(id).unwrap().unwrap();
@@ -761,10 +755,7 @@ fn a_hung_echo_container_stops_its_heartbeat_at_the_deadline_and_is_killed_by_th
     // The host, a minute after the claim: no heartbeat since the claim, so it kills.
     let clock = ManualClock::at_millis(claimed_at.unix_millis() + 61_000);
     let host = HostSession::with_clock(&paths.dir, clock.shared());
-    let opts = SweepOptions {
-        wake: false,
-        ..SweepOptions::default()
-    };
+    let opts = SweepOptions::default().with_wake(false);
     let r = sweep_session(&host, &mut ctl, &|_| None, opts).unwrap();
     assert!(r.killed, "{r:?}");
     assert!(

@@ -319,13 +319,10 @@ fn sweep_kills_a_stuck_container_and_settles_its_claim_in_the_host_file() {
         ..Fake::default()
     };
     // A backoff from the first retry on, to see it (the default's first retry is immediate).
-    let opts = SweepOptions {
-        retry: RetryPolicy {
-            immediate_first_retry: false,
-            ..RetryPolicy::default()
-        },
-        ..SweepOptions::default()
-    };
+    let opts = SweepOptions::default().with_retry(RetryPolicy {
+        immediate_first_retry: false,
+        ..RetryPolicy::default()
+    });
     let r = sweep_session(&h, &mut ctl, &|_| None, opts).unwrap();
     assert_eq!(r.decision, Some(StuckDecision::Healthy));
     assert!(!r.killed);
@@ -410,10 +407,7 @@ fn sweep_fails_a_message_after_max_tries_and_wakes_for_due_work() {
         .ack(&["m".into()], &AckStatus::Processing)
         .unwrap();
     let mut ctl = Fake::default();
-    let opts = SweepOptions {
-        wake: true,
-        ..SweepOptions::default()
-    };
+    let opts = SweepOptions::default().with_wake(true);
     let r = sweep_session(&h, &mut ctl, &|_| None, opts).unwrap();
     assert_eq!(r.failed, vec!["m"]);
     assert_eq!(
