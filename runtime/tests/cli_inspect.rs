@@ -305,12 +305,12 @@ fn a_missing_folder_exits_2_and_a_missing_file_is_a_problem() {
     assert!(!paths.outbound.exists(), "nothing was created");
 }
 
-/// Leaves a real hot journal next to `db`: a child process (this test binary, re-run) writes
+/// Leaves a real hot journal next to `db`: a child process (`sessionbus-test-child write-and-abort`) writes
 /// inside a transaction with a tiny page cache, so pages spill, and aborts before COMMIT.
 fn leave_hot_journal(db: &Path) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_write_and_abort", "--nocapture"])
-        .env("SESSIONBUS_INSPECT_HOT_CHILD", db)
+    let out = sessionbus_testkit::child::command()
+        .arg("write-and-abort")
+        .arg(db)
         .output()
         .unwrap();
     assert!(!out.status.success(), "the child must die mid-transaction");
@@ -318,24 +318,6 @@ fn leave_hot_journal(db: &Path) {
         sessionbus_schema::error::hot_journal(db).is_some(),
         "no journal left behind"
     );
-}
-
-#[test]
-fn child_write_and_abort() {
-    let Ok(db) = std::env::var("SESSIONBUS_INSPECT_HOT_CHILD") else {
-        return; // only meaningful as a child of leave_hot_journal
-    };
-    let mut c = SqliteConnection::establish(&db).unwrap();
-    c.batch_execute("PRAGMA cache_size = 1; BEGIN IMMEDIATE;")
-        .unwrap();
-    for i in 0..2000 {
-        c.batch_execute(&format!(
-            "INSERT INTO session_state (key, value, updated_at) VALUES ('k{i}', '{}', 'x')",
-            "v".repeat(200)
-        ))
-        .unwrap();
-    }
-    std::process::abort();
 }
 
 /// Runs inspect on `dir` and returns how long it took (text run), checking it is read-only.

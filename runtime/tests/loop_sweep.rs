@@ -617,9 +617,9 @@ fn a_hot_outbound_journal_is_left_to_the_next_container() {
 /// Leaves a real hot journal: a child process writes inside a transaction with a tiny page
 /// cache (so pages spill to the file) and aborts before COMMIT.
 fn leave_hot_journal(db: &std::path::Path) {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_write_and_abort", "--nocapture"])
-        .env("SESSIONBUS_HOT_CHILD", db)
+    let out = sessionbus_testkit::child::command()
+        .arg("write-and-abort")
+        .arg(db)
         .output()
         .unwrap();
     assert!(!out.status.success(), "the child must die mid-transaction");
@@ -627,25 +627,6 @@ fn leave_hot_journal(db: &std::path::Path) {
         sessionbus_schema::error::hot_journal(db).is_some(),
         "no journal left behind"
     );
-}
-
-#[test]
-fn child_write_and_abort() {
-    let Ok(db) = std::env::var("SESSIONBUS_HOT_CHILD") else {
-        return; // only meaningful as a child of leave_hot_journal
-    };
-    use diesel::connection::SimpleConnection;
-    let mut c = <diesel::SqliteConnection as diesel::Connection>::establish(&db).unwrap();
-    c.batch_execute("PRAGMA cache_size = 1; BEGIN IMMEDIATE;")
-        .unwrap();
-    for i in 0..2000 {
-        c.batch_execute(&format!(
-            "INSERT INTO session_state (key, value, updated_at) VALUES ('k{i}', '{}', 'x')",
-            "v".repeat(200)
-        ))
-        .unwrap();
-    }
-    std::process::abort();
 }
 
 /// A container that claims right after touching its heartbeat (same second) and then dies is
