@@ -19,6 +19,9 @@
 //! - [`soak`]: a host, containers and a second host-side writer as separate processes under a
 //!   random workload and a fault injector (kill -9, clock jumps, full disk, read-only mount,
 //!   garbage file), then the ledger checked against the files;
+//! - [`test_suite`]: `cargo xtask test`, the README's test command: provides what the suite
+//!   needs (root, bubblewrap, bindfs, the older implementation's stand-in) or says what is
+//!   missing, then runs `cargo test --workspace`;
 //! - [`mountcheck`]: the host on a session folder and the echo container through a bindfs
 //!   mount of it, per FUSE cache mode: answered once, lost, duplicated, torn, and the latency
 //!   from the host's commit to the container's claim.
@@ -30,6 +33,7 @@ pub mod bench;
 pub mod demo;
 pub mod mountcheck;
 pub mod soak;
+pub mod test_suite;
 
 use std::process::ExitCode;
 
@@ -76,6 +80,9 @@ pub enum Command {
     /// Run the host on a session folder and the echo container through a FUSE mount of it,
     /// per cache mode; count what was answered once, lost, duplicated or torn.
     Mountcheck(mountcheck::MountcheckArgs),
+    /// Check and provide what the test suite needs (root, bubblewrap, bindfs, the older
+    /// implementation's stand-in), then run `cargo test --workspace`.
+    Test(test_suite::TestArgs),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -88,5 +95,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Soak(args) => soak::main(&args),
         Command::SoakProc(args) => soak::proc::main(&args),
         Command::Mountcheck(args) => mountcheck::main(&args),
+        Command::Test(args) => test_suite::main(&args),
     }
 }

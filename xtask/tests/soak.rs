@@ -1,6 +1,6 @@
 //! `cargo xtask soak`, short and with a fixed seed, as the real binary: a host, containers and a
 //! CLI writer as separate processes under every kind of fault, then the ledger checked against
-//! the files. Longer runs are for people (see the README's "Reliability" section).
+//! the files. Longer runs are for people (see docs/reliability.md).
 
 use std::collections::HashMap;
 use std::io::Read;
