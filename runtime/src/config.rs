@@ -84,6 +84,8 @@ pub const DEFAULT_HANDLER_TIMEOUT_MS: NonZeroU64 = nonzero_u64(30 * 60 * 1000);
 /// ([`crate::liveness::MAX_DECLARED_TIMEOUT_MS`]).
 pub const MAX_HANDLER_TIMEOUT_MS: u64 = 2 * 60 * 60 * 1000;
 
+// Only evaluated in const items: a bad constant stops the build, never a running process.
+#[allow(clippy::panic)]
 const fn nonzero_u32(n: u32) -> NonZeroU32 {
     match NonZeroU32::new(n) {
         Some(v) => v,
@@ -91,6 +93,8 @@ const fn nonzero_u32(n: u32) -> NonZeroU32 {
     }
 }
 
+// Only evaluated in const items: a bad constant stops the build, never a running process.
+#[allow(clippy::panic)]
 const fn nonzero_u64(n: u64) -> NonZeroU64 {
     match NonZeroU64::new(n) {
         Some(v) => v,

@@ -23,6 +23,17 @@
 //!   library behind the `sessionbus` binary.
 //!
 //! [`error::RuntimeError`] wraps the store's errors, which name file, role and operation.
+// Library code must not panic on input or on what the filesystem does: no unwrap, expect,
+// panic or unchecked indexing outside tests (clippy enforces it; CI denies warnings).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 #![warn(missing_docs)]
 
 pub mod config;

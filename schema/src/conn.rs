@@ -91,8 +91,8 @@ pub fn sniff_header(path: &Path) -> std::io::Result<FileHeader> {
     let mut f = std::fs::File::open(path)?;
     let mut buf = [0u8; 20];
     let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
+    while let Some(rest) = buf.get_mut(n..).filter(|r| !r.is_empty()) {
+        match f.read(rest)? {
             0 => break,
             k => n += k,
         }

@@ -26,6 +26,17 @@
 //! let mut conn = container_view.open_reader("check schema").unwrap();
 //! migrate::check_schema(&mut conn, &container_view, migrate::Access::Read, "check schema").unwrap();
 //! ```
+// Library code must not panic on input or on what the filesystem does: no unwrap, expect,
+// panic or unchecked indexing outside tests (clippy enforces it; CI denies warnings).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 #![warn(missing_docs)]
 
 pub mod conn;

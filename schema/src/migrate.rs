@@ -248,11 +248,12 @@ pub fn read_shape(
 
 /// The shape a fresh file of `kind` gets from this build's migrations (computed once).
 pub fn expected_shape(kind: FileKind) -> Result<&'static Shape, String> {
-    static SHAPES: [OnceLock<Result<Shape, String>>; 2] = [OnceLock::new(), OnceLock::new()];
-    let slot = &SHAPES[match kind {
-        FileKind::Inbound => 0,
-        FileKind::Outbound => 1,
-    }];
+    static INBOUND: OnceLock<Result<Shape, String>> = OnceLock::new();
+    static OUTBOUND: OnceLock<Result<Shape, String>> = OnceLock::new();
+    let slot = match kind {
+        FileKind::Inbound => &INBOUND,
+        FileKind::Outbound => &OUTBOUND,
+    };
     slot.get_or_init(|| {
         let mut conn = SqliteConnection::establish(":memory:").map_err(|e| e.to_string())?;
         conn.run_pending_migrations(migrations(kind))

@@ -45,6 +45,17 @@
 //!     .unwrap();
 //! assert!(seqs[0] > msg.seq.unwrap()); // replies sort after what they answer, and are odd
 //! ```
+// Library code must not panic on input or on what the filesystem does: no unwrap, expect,
+// panic or unchecked indexing outside tests (clippy enforces it; CI denies warnings).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 #![warn(missing_docs)]
 
 pub mod attachments;

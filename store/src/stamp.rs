@@ -83,8 +83,8 @@ pub fn change_counter(path: &Path) -> std::io::Result<Option<u32>> {
     };
     let mut buf = [0u8; 28];
     let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
+    while let Some(rest) = buf.get_mut(n..).filter(|r| !r.is_empty()) {
+        match f.read(rest)? {
             0 => return Ok(None),
             k => n += k,
         }
