@@ -192,7 +192,7 @@ impl Deliverer for JsonLines {
         let content: serde_json::Value =
             serde_json::from_str(&m.content).unwrap_or(serde_json::Value::Null);
         let line = ReplyLine {
-            seq: m.seq.map(|s| s.0),
+            seq: m.seq.map(|s| s.get()),
             id: &m.id,
             in_reply_to: m.in_reply_to.as_deref(),
             text: content.get("text").and_then(|t| t.as_str()).unwrap_or(""),

@@ -10,7 +10,7 @@ use sessionbus_runtime::host::{decide_now, sweep_session, SweepOptions};
 use sessionbus_runtime::liveness::{KillReason, StuckDecision};
 use sessionbus_runtime::{heartbeat, host::ContainerControl};
 use sessionbus_schema::{Clock, FileKind, Timestamp};
-use sessionbus_store::{provision, HostSession, MessageStatus, NewMessage, Seq, SessionPaths};
+use sessionbus_store::{provision, HostSession, MessageStatus, NewMessage, SessionPaths};
 use sessionbus_testkit::{legacy, ManualClock};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -337,11 +337,7 @@ fn kill_9_at_seeded_random_points_loses_and_duplicates_nothing() {
         assert!(retried >= 1, "no claim was retried; {ctx}");
         // The files agree: each message has one row in outbound.db and is completed.
         let h = HostSession::open(data.path().join("v2-sessions/g/s"));
-        let rows = h
-            .outbound()
-            .messages_after(sessionbus_schema::Seq(0), 1000)
-            .unwrap()
-            .rows;
+        let rows = h.outbound().messages_after(None, 1000).unwrap().rows;
         assert_eq!(rows.len(), N, "{ctx}");
         for i in 1..=N {
             let m = h.inbound().message(&format!("k-{i}")).unwrap().unwrap();
@@ -385,7 +381,7 @@ fn a_container_serves_an_older_hosts_unmigrated_inbound_db_and_refuses_one_it_ca
     let host = HostSession::with_paths(paths.clone(), Arc::new(sessionbus_store::SystemClock));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let window = host.outbound().messages_after(Seq(0), 10).unwrap();
+        let window = host.outbound().messages_after(None, 10).unwrap();
         let answered: Vec<_> = window
             .messages()
             .filter_map(|m| m.in_reply_to.clone())

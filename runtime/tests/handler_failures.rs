@@ -510,7 +510,7 @@ fn a_clear_with_a_long_id_is_answered_under_a_valid_derived_id() {
     let cleared = s
         .container()
         .outbound()
-        .message_by_seq(Seq(101))
+        .message_by_seq(Seq::new(101).unwrap())
         .unwrap()
         .expect("the reply to the 300-byte /clear");
     assert!(is_valid_id(&cleared.id), "{}", cleared.id);

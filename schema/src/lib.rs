@@ -51,4 +51,4 @@ pub mod untrusted;
 pub use conn::DbFile;
 pub use error::{At, DbError};
 pub use time::{Clock, SystemClock, Timestamp, TimestampError};
-pub use types::{FileKind, Role, Seq, SeqOwner};
+pub use types::{FileKind, Role, Seq, SeqError, SeqOwner};

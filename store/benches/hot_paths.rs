@@ -18,14 +18,14 @@ fn seq_assignment(c: &mut Criterion) {
         let mut m = 0i64;
         b.iter(|| {
             m += 3;
-            black_box(Seq::next_host(black_box(Some(Seq(m)))))
+            black_box(Seq::next_host(black_box(Some(Seq::new(m).unwrap()))))
         })
     });
     g.bench_function("next_container", |b| {
         let mut m = 0i64;
         b.iter(|| {
             m += 3;
-            black_box(Seq::next_container(black_box(Some(Seq(m)))))
+            black_box(Seq::next_container(black_box(Some(Seq::new(m).unwrap()))))
         })
     });
     // The whole write path around the allocation: open, BEGIN IMMEDIATE, max over both host
@@ -111,7 +111,7 @@ fn row_mapping(c: &mut Criterion) {
             .commit(&[], &AckStatus::Completed, &replies)
             .unwrap();
         g.bench_function(format!("messages_after_{n}_memdb"), |b| {
-            b.iter(|| black_box(host.outbound().messages_after(Seq(0), 1000).unwrap()))
+            b.iter(|| black_box(host.outbound().messages_after(None, 1000).unwrap()))
         });
     }
     // A full poll of ten pending messages: pending rows, filters, acks among them, batch.

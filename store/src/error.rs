@@ -1,7 +1,7 @@
 //! Errors of store operations: the schema layer's [`DbError`] plus what the store itself
 //! checks (content, ids, duplicates, ownership).
 
-use sessionbus_schema::{At, DbError, Seq};
+use sessionbus_schema::{At, DbError, Seq, SeqError};
 use std::path::PathBuf;
 
 /// What went wrong in a store operation. Every variant names the file, the role and the
@@ -87,6 +87,15 @@ pub enum StoreError {
         at: At,
         /// Which limit.
         detail: String,
+    },
+    /// No seq can be allocated (the file's largest is at the top of the range).
+    #[error("{at}: {source}")]
+    SeqSpace {
+        /// Where.
+        at: At,
+        /// Why.
+        #[source]
+        source: SeqError,
     },
     /// A caller's argument cannot be used (e.g. a batch size of 0).
     #[error("{at}: invalid argument: {detail}")]

@@ -18,6 +18,13 @@ pub(crate) enum OpError {
     Store(StoreError),
 }
 
+/// A seq that cannot be allocated, as a store error naming where.
+pub(crate) fn no_seq(
+    at: sessionbus_schema::At,
+) -> impl FnOnce(sessionbus_schema::SeqError) -> OpError {
+    move |source| OpError::Store(StoreError::SeqSpace { at, source })
+}
+
 impl From<diesel::result::Error> for OpError {
     fn from(e: diesel::result::Error) -> Self {
         OpError::Diesel(e)

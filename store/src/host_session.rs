@@ -51,7 +51,7 @@ struct Window {
 impl Window {
     fn end(&self) -> Option<i64> {
         self.cut
-            .then(|| self.rows.last().map(|r| r.seq().0))
+            .then(|| self.rows.last().map(|r| r.seq().get()))
             .flatten()
     }
 }
@@ -226,7 +226,7 @@ impl HostSession {
     fn read_windows(&self, out_cursor: i64, host_cursor: i64) -> Result<[Window; 2]> {
         let container = self
             .outbound
-            .messages_after(Seq(out_cursor), DELIVERY_SCAN)?;
+            .messages_after(Seq::new(out_cursor).ok(), DELIVERY_SCAN)?;
         let host_rows = fileio::read_own(self.inbound.file(), "read host replies", |c| {
             Ok(iw::host_replies_after(c, host_cursor, DELIVERY_SCAN)?)
         })?;
@@ -239,7 +239,15 @@ impl HostSession {
             Window {
                 source: OutboundSource::Host,
                 cut: host_rows.len() as i64 >= DELIVERY_SCAN,
-                rows: host_rows.into_iter().map(OutboundRow::Message).collect(),
+                rows: host_rows
+                    .into_iter()
+                    .filter_map(|message| {
+                        Some(OutboundRow::Message {
+                            seq: message.seq?,
+                            message,
+                        })
+                    })
+                    .collect(),
             },
         ])
     }
@@ -259,7 +267,7 @@ impl HostSession {
             .iter()
             .flat_map(|w| w.rows.iter())
             .filter_map(|r| match r {
-                OutboundRow::Message(m) => Some(m.id.clone()),
+                OutboundRow::Message { message: m, .. } => Some(m.id.clone()),
                 OutboundRow::Refused(r) => r.id.clone(),
             })
             .collect();
@@ -283,15 +291,15 @@ impl HostSession {
         for (w, end) in windows.iter().zip(ends.iter_mut()) {
             let mut passable = true;
             for row in &w.rows {
-                let seq = row.seq().0;
+                let seq = row.seq().get();
                 let step = match row {
                     OutboundRow::Refused(r) => {
                         plan.refused.push(r.clone());
                         true
                     }
-                    OutboundRow::Message(m) if settled.contains_key(&m.id) => true,
-                    OutboundRow::Message(m) if held_now.contains(&m.id) => true,
-                    OutboundRow::Message(m) => match future_ms(m, now) {
+                    OutboundRow::Message { message: m, .. } if settled.contains_key(&m.id) => true,
+                    OutboundRow::Message { message: m, .. } if held_now.contains(&m.id) => true,
+                    OutboundRow::Message { message: m, .. } => match future_ms(m, now) {
                         Some(at_ms) => {
                             plan.hold.push((w.source, seq, m.id.clone(), at_ms));
                             true
@@ -338,7 +346,10 @@ impl HostSession {
             .partition(|(source, _)| source == iw::CURSOR_MESSAGES_OUT);
         let mut rows: Vec<(OutboundSource, OutboundRow)> = Vec::new();
         if !container.is_empty() {
-            let seqs: Vec<Seq> = container.iter().map(|(_, s)| Seq(*s)).collect();
+            let seqs: Vec<Seq> = container
+                .iter()
+                .filter_map(|(_, s)| Seq::new(*s).ok())
+                .collect();
             rows.extend(
                 self.outbound
                     .messages_at(&seqs)?
@@ -351,16 +362,18 @@ impl HostSession {
             let found = fileio::read_own(file, "read held rows", |c| {
                 Ok(crate::bookkeeping::host_replies_at(c, &seqs)?)
             })?;
-            rows.extend(
-                found
-                    .into_iter()
-                    .map(|m| (OutboundSource::Host, OutboundRow::Message(m))),
-            );
+            rows.extend(found.into_iter().filter_map(|message| {
+                let row = OutboundRow::Message {
+                    seq: message.seq?,
+                    message,
+                };
+                Some((OutboundSource::Host, row))
+            }));
         }
         let ids: Vec<String> = rows
             .iter()
             .filter_map(|(_, r)| match r {
-                OutboundRow::Message(m) => Some(m.id.clone()),
+                OutboundRow::Message { message: m, .. } => Some(m.id.clone()),
                 OutboundRow::Refused(_) => None,
             })
             .collect();
@@ -370,13 +383,14 @@ impl HostSession {
         let mut due = Vec::new();
         for (source, row) in rows {
             match row {
-                OutboundRow::Message(m) if !settled.contains_key(&m.id) => due.push(DueOutbound {
-                    attempts: attempts.get(&m.id).copied().unwrap_or(0),
-                    source,
-                    message: m,
-                }),
+                OutboundRow::Message { message: m, .. } if !settled.contains_key(&m.id) => due
+                    .push(DueOutbound {
+                        attempts: attempts.get(&m.id).copied().unwrap_or(0),
+                        source,
+                        message: m,
+                    }),
                 OutboundRow::Refused(r) => plan.refused.push(r),
-                OutboundRow::Message(_) => {}
+                OutboundRow::Message { .. } => {}
             }
         }
         Ok(due)
@@ -431,7 +445,7 @@ impl Settle {
         for r in &self.refused {
             tracing::warn!(
                 "outbound row seq {} ({}) refused: {}",
-                r.seq.0,
+                r.seq.get(),
                 r.id.as_deref().unwrap_or("no valid id"),
                 r.reason
             );

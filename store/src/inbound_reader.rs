@@ -69,7 +69,7 @@ impl InboundReader {
             };
             let reply: Option<MessageOut> = if has_replies {
                 host_replies::table
-                    .filter(host_replies::seq.eq(seq.0))
+                    .filter(host_replies::seq.eq(seq.get()))
                     .select(crate::rows::HostReplyRow::as_select())
                     .get_result(c)
                     .optional()?
@@ -180,7 +180,7 @@ fn by_seq(
 ) -> Result<Option<MessageIn>, OpError> {
     match view {
         InboundView::Current => Ok(messages_in::table
-            .filter(messages_in::seq.eq(seq.0))
+            .filter(messages_in::seq.eq(seq.get()))
             .select(InRow::as_select())
             .get_result(c)
             .optional()?

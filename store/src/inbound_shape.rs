@@ -120,7 +120,7 @@ impl LegacyShape {
             "SELECT {} FROM messages_in WHERE seq = ?",
             self.select_list()
         ))
-        .bind::<BigInt, _>(seq.0)
+        .bind::<BigInt, _>(seq.get())
         .get_result::<LegacyRow>(c)
         .optional()?
         .map(MessageIn::from))
@@ -139,7 +139,10 @@ impl LegacyShape {
         } else {
             "SELECT max(seq) AS m FROM messages_in"
         };
-        Ok(diesel::sql_query(sql).get_result::<Max>(c)?.m.map(Seq))
+        Ok(diesel::sql_query(sql)
+            .get_result::<Max>(c)?
+            .m
+            .and_then(|n| Seq::new(n).ok()))
     }
 
     /// The platform id a delivered row got (none before generation G1).
@@ -222,7 +225,7 @@ impl From<LegacyRow> for MessageIn {
         MessageIn {
             series_id: r.series_id.or_else(|| Some(r.id.clone())),
             id: r.id,
-            seq: r.seq.map(Seq),
+            seq: r.seq.and_then(|n| Seq::new(n).ok()),
             kind: MessageKind::from(r.kind),
             timestamp: TimeText(r.timestamp),
             status: r.status.map_or(MessageStatus::Pending, MessageStatus::from),

@@ -1,7 +1,7 @@
 //! The host's handle on `inbound.db`, the file it alone writes.
 
 use crate::error::{Result, StoreError};
-use crate::fileio::{self, OpError};
+use crate::fileio::{self, no_seq, OpError};
 use crate::model::*;
 use crate::rows::{same_content, InRow, IN_CHUNK};
 use crate::validate::{check_content, check_id};
@@ -12,7 +12,7 @@ use sessionbus_schema::inbound::{
     delivered, delivery_attempts, destinations, host_cursor, host_replies, messages_in,
     session_routing,
 };
-use sessionbus_schema::{Clock, DbFile, Seq, Timestamp};
+use sessionbus_schema::{At, Clock, DbFile, Seq, Timestamp};
 use std::sync::Arc;
 
 /// Writes `inbound.db` (host only). Every method opens the file, works in one `BEGIN
@@ -70,7 +70,7 @@ pub(crate) fn max_host_seq(conn: &mut SqliteConnection) -> QueryResult<Option<Se
     let b: Option<i64> = host_replies::table
         .select(max(host_replies::seq))
         .get_result(conn)?;
-    Ok(a.max(b).map(Seq))
+    Ok(a.max(b).and_then(|n| Seq::new(n).ok()))
 }
 
 impl InboundWriter {
@@ -108,7 +108,7 @@ impl InboundWriter {
         }
         let now = self.clock.now();
         fileio::write(&self.file, OP, |c| {
-            let mut next = Seq::next_host(max_host_seq(c)?);
+            let mut next = Seq::next_host(max_host_seq(c)?).map_err(no_seq(at()))?;
             let mut out = Vec::with_capacity(msgs.len());
             for m in msgs {
                 let existing = messages_in::table
@@ -118,9 +118,14 @@ impl InboundWriter {
                     .optional()?
                     .map(MessageIn::from);
                 if let Some(e) = existing {
-                    if e.kind == m.kind && same_content(&e.content, &m.content) {
+                    // An identical row is an idempotent retry; one written before seqs existed
+                    // (an older file) has no seq to return, so its id counts as taken.
+                    if let Some(seq) = e
+                        .seq
+                        .filter(|_| e.kind == m.kind && same_content(&e.content, &m.content))
+                    {
                         out.push(Written {
-                            seq: e.seq.unwrap_or(Seq(0)),
+                            seq,
                             created: false,
                         });
                         continue;
@@ -137,7 +142,7 @@ impl InboundWriter {
                     seq: next,
                     created: true,
                 });
-                next = Seq(next.0 + 2);
+                next = next.following().map_err(no_seq(at()))?;
             }
             Ok(out)
         })
@@ -164,13 +169,13 @@ impl InboundWriter {
                 .get_result::<i64>(c)
                 .optional()?
             {
-                return Ok(Seq(seq));
+                return Seq::new(seq).map_err(no_seq(at()));
             }
-            let seq = Seq::next_host(max_host_seq(c)?);
+            let seq = Seq::next_host(max_host_seq(c)?).map_err(no_seq(at()))?;
             diesel::insert_into(host_replies::table)
                 .values((
                     host_replies::id.eq(&reply.id),
-                    host_replies::seq.eq(seq.0),
+                    host_replies::seq.eq(seq.get()),
                     host_replies::in_reply_to.eq(&reply.in_reply_to),
                     host_replies::timestamp.eq(now.to_iso()),
                     host_replies::kind.eq(MessageKind::Chat.as_str()),
@@ -183,7 +188,7 @@ impl InboundWriter {
             diesel::insert_or_ignore_into(messages_in::table)
                 .values((
                     messages_in::id.eq(&reply.id),
-                    messages_in::seq.eq(seq.0),
+                    messages_in::seq.eq(seq.get()),
                     messages_in::kind.eq(HOST_REPLY_KIND),
                     messages_in::timestamp.eq(now.to_iso()),
                     messages_in::status.eq(MessageStatus::Completed.as_str()),
@@ -313,7 +318,7 @@ impl InboundWriter {
                 .map(MessageIn::from);
             match row {
                 Some(m) if m.status == MessageStatus::Completed && m.recurrence.is_some() => {
-                    Ok(Some(fan_out(c, &m, next, now)?))
+                    Ok(Some(fan_out(c, &m, next, now, self.file.at(OP))?))
                 }
                 _ => Ok(None),
             }
@@ -435,7 +440,7 @@ fn insert_message(
     diesel::insert_into(messages_in::table)
         .values((
             messages_in::id.eq(&m.id),
-            messages_in::seq.eq(seq.0),
+            messages_in::seq.eq(seq.get()),
             messages_in::kind.eq(m.kind.as_str()),
             messages_in::timestamp.eq(m.timestamp.unwrap_or(now).to_iso()),
             messages_in::status.eq(MessageStatus::Pending.as_str()),
@@ -461,8 +466,9 @@ pub(crate) fn fan_out(
     finished: &MessageIn,
     next: &NextOccurrence,
     now: Timestamp,
-) -> QueryResult<Seq> {
-    let seq = Seq::next_host(max_host_seq(c)?);
+    at: At,
+) -> Result<Seq, OpError> {
+    let seq = Seq::next_host(max_host_seq(c)?).map_err(no_seq(at))?;
     let msg = NewMessage {
         id: next.id.clone(),
         kind: finished.kind.clone(),
@@ -552,7 +558,7 @@ pub(crate) fn continue_series(
         let series = row.series_id.clone().unwrap_or_else(|| row.id.clone());
         let later = messages_in::table
             .filter(messages_in::series_id.eq(&series))
-            .filter(messages_in::seq.gt(row.seq.map_or(i64::MAX, |s| s.0)))
+            .filter(messages_in::seq.gt(row.seq.map_or(i64::MAX, Seq::get)))
             .count()
             .get_result::<i64>(c)?
             > 0;
@@ -567,7 +573,7 @@ pub(crate) fn continue_series(
                 .get_result::<i64>(c)?
                 > 0;
             if !exists {
-                let seq = fan_out(c, &row, &next, now)?;
+                let seq = fan_out(c, &row, &next, now, file.at("fan out recurrence"))?;
                 report.recurrences.push((row.id.clone(), next.id, seq));
                 continue;
             }

@@ -18,7 +18,7 @@
 //!
 //! let host = HostSession::open(&paths.dir);
 //! let written = host.inbound().write_message(&NewMessage::chat("m1", "hello")).unwrap();
-//! assert_eq!(written.seq.0 % 2, 0); // host seqs are even
+//! assert_eq!(written.seq.get() % 2, 0); // host seqs are even
 //! assert_eq!(host.inbound().count_due().unwrap(), 1);
 //! ```
 //!

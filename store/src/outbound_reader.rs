@@ -58,7 +58,7 @@ impl OutboundWindow {
     /// The rows within every limit (refused ones left out).
     pub fn messages(&self) -> impl Iterator<Item = &MessageOut> {
         self.rows.iter().filter_map(|r| match r {
-            OutboundRow::Message(m) => Some(m),
+            OutboundRow::Message { message, .. } => Some(message),
             OutboundRow::Refused(_) => None,
         })
     }
@@ -66,9 +66,17 @@ impl OutboundWindow {
 
 /// One `messages_out` row as the host reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Most rows are messages: boxing them to shrink the rare refused row would cost every row an
+// allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum OutboundRow {
     /// A row within every limit.
-    Message(MessageOut),
+    Message {
+        /// Its seq (positive: rows without one are never in a window).
+        seq: Seq,
+        /// The row.
+        message: MessageOut,
+    },
     /// A row that breaks a limit; it is settled without delivery.
     Refused(RefusedRow),
 }
@@ -77,7 +85,7 @@ impl OutboundRow {
     /// The row's seq.
     pub fn seq(&self) -> Seq {
         match self {
-            OutboundRow::Message(m) => m.seq.unwrap_or(Seq(0)),
+            OutboundRow::Message { seq, .. } => *seq,
             OutboundRow::Refused(r) => r.seq,
         }
     }
@@ -158,8 +166,10 @@ fn text(col: &'static str, v: Option<Vec<u8>>) -> std::result::Result<Option<Str
 }
 
 impl BoundedOutRow {
-    fn into_row(self) -> OutboundRow {
-        let seq = Seq(self.seq);
+    /// The row as the host sees it; `None` for a seq that is not positive (never read: every
+    /// window is above a cursor of at least 0).
+    fn into_row(self) -> Option<OutboundRow> {
+        let seq = Seq::new(self.seq).ok()?;
         let id = text("id", self.id.clone())
             .ok()
             .flatten()
@@ -172,13 +182,13 @@ impl BoundedOutRow {
             })
         };
         if self.over_limit != 0 {
-            return refuse("a field is over its length limit".into());
+            return Some(refuse("a field is over its length limit".into()));
         }
-        match self.parse() {
-            Ok(m) if id.is_some() => OutboundRow::Message(m),
+        Some(match self.parse() {
+            Ok(message) if id.is_some() => OutboundRow::Message { seq, message },
             Ok(_) => refuse("its id is missing or invalid".into()),
             Err(reason) => refuse(reason),
-        }
+        })
     }
 
     fn parse(self) -> std::result::Result<MessageOut, String> {
@@ -188,7 +198,7 @@ impl BoundedOutRow {
             .map_err(|e| format!("content is not JSON: {e}"))?;
         Ok(MessageOut {
             id: text("id", self.id)?.ok_or("id is missing")?,
-            seq: Some(Seq(self.seq)),
+            seq: Seq::new(self.seq).ok(),
             in_reply_to: text("in_reply_to", self.in_reply_to)?,
             timestamp: TimeText(text("timestamp", self.timestamp)?.unwrap_or_default()),
             deliver_after: text("deliver_after", self.deliver_after)?.map(TimeText),
@@ -325,7 +335,7 @@ impl OutboundReader {
 
     /// `messages_out` rows with seq above `after`, oldest first: at most `limit` rows and at
     /// most [`MAX_PASS_BYTES`] of content (at least one row when any is there).
-    pub fn messages_after(&self, after: Seq, limit: i64) -> Result<OutboundWindow> {
+    pub fn messages_after(&self, after: Option<Seq>, limit: i64) -> Result<OutboundWindow> {
         fileio::read(&self.file, "read outbound messages", |c| {
             Ok(messages_after_on(c, after, limit)?)
         })
@@ -341,7 +351,7 @@ impl OutboundReader {
                 if bytes >= MAX_PASS_BYTES {
                     break;
                 }
-                let rows = window_on(c, s.0 - 1, s.0)?;
+                let rows = window_on(c, s.get() - 1, s.get())?;
                 for r in rows {
                     bytes += content_len_of(&r);
                     out.push(r);
@@ -363,7 +373,9 @@ impl OutboundReader {
 
 fn content_len_of(r: &OutboundRow) -> i64 {
     match r {
-        OutboundRow::Message(m) => i64::try_from(m.content.len()).unwrap_or(i64::MAX),
+        OutboundRow::Message { message, .. } => {
+            i64::try_from(message.content.len()).unwrap_or(i64::MAX)
+        }
         OutboundRow::Refused(_) => 0,
     }
 }
@@ -437,15 +449,16 @@ pub(crate) fn container_state_on(c: &mut SqliteConnection) -> QueryResult<Option
 /// window at [`MAX_PASS_BYTES`], then the rows of the window, bounded.
 fn messages_after_on(
     c: &mut SqliteConnection,
-    after: Seq,
+    after: Option<Seq>,
     limit: i64,
 ) -> QueryResult<OutboundWindow> {
+    let after = after.map_or(0, Seq::get);
     let limit = limit.max(1);
     let sizes: Vec<SizeRow> = diesel::sql_query(
         "SELECT seq, ifnull(octet_length(content), 0) AS content_len FROM messages_out \
          WHERE seq > ? ORDER BY seq LIMIT ?",
     )
-    .bind::<BigInt, _>(after.0)
+    .bind::<BigInt, _>(after)
     .bind::<BigInt, _>(limit)
     .load(c)?;
     let mut total = 0i64;
@@ -463,7 +476,7 @@ fn messages_after_on(
     let more = taken < sizes.len() || sizes.len() as i64 >= limit;
     Ok(OutboundWindow {
         rows: match last {
-            Some(upto) => window_on(c, after.0, upto)?,
+            Some(upto) => window_on(c, after, upto)?,
             None => Vec::new(),
         },
         more,
@@ -479,5 +492,8 @@ fn window_on(c: &mut SqliteConnection, after: i64, upto: i64) -> QueryResult<Vec
     .bind::<BigInt, _>(after)
     .bind::<BigInt, _>(upto)
     .load(c)?;
-    Ok(rows.into_iter().map(BoundedOutRow::into_row).collect())
+    Ok(rows
+        .into_iter()
+        .filter_map(BoundedOutRow::into_row)
+        .collect())
 }

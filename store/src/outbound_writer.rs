@@ -1,7 +1,7 @@
 //! The container's handle on `outbound.db`, the file it alone writes.
 
 use crate::error::{Result, StoreError};
-use crate::fileio::{self, OpError};
+use crate::fileio::{self, no_seq, OpError};
 use crate::inbound_reader::InboundReader;
 use crate::model::*;
 use crate::rows::{AckRow, OutRow, IN_CHUNK};
@@ -246,7 +246,9 @@ impl OutboundWriter {
                 let own_max: Option<i64> = messages_out::table
                     .select(max(messages_out::seq))
                     .get_result(c)?;
-                let mut next = Seq::next_container(host_max.max(own_max.map(Seq)));
+                let mut next =
+                    Seq::next_container(host_max.max(own_max.and_then(|n| Seq::new(n).ok())))
+                        .map_err(no_seq(at()))?;
                 for m in replies {
                     let existing: Option<OutRow> = messages_out::table
                         .find(&m.id)
@@ -254,8 +256,13 @@ impl OutboundWriter {
                         .get_result(c)
                         .optional()?;
                     if let Some(e) = existing.map(MessageOut::from) {
-                        if crate::rows::same_content(&e.content, &m.content) {
-                            seqs.push(e.seq.unwrap_or(Seq(0)));
+                        // An identical row is an idempotent retry; one without a seq (an older
+                        // file) has none to return, so its id counts as taken.
+                        if let Some(seq) = e
+                            .seq
+                            .filter(|_| crate::rows::same_content(&e.content, &m.content))
+                        {
+                            seqs.push(seq);
                             continue;
                         }
                         return Err(OpError::Store(StoreError::DuplicateId {
@@ -267,7 +274,7 @@ impl OutboundWriter {
                     }
                     insert_outbound(c, m, next, now)?;
                     seqs.push(next);
-                    next = Seq(next.0 + 2);
+                    next = next.following().map_err(no_seq(at()))?;
                 }
             }
             upsert_acks(c, acked, status, now)?;
@@ -292,7 +299,7 @@ impl OutboundWriter {
     pub fn message_by_seq(&self, seq: Seq) -> Result<Option<MessageOut>> {
         fileio::read_own(&self.file, "look up outbound message by seq", |c| {
             Ok(messages_out::table
-                .filter(messages_out::seq.eq(seq.0))
+                .filter(messages_out::seq.eq(seq.get()))
                 .select(OutRow::as_select())
                 .get_result(c)
                 .optional()?
@@ -452,7 +459,7 @@ fn insert_outbound(
     diesel::insert_into(messages_out::table)
         .values((
             messages_out::id.eq(&m.id),
-            messages_out::seq.eq(seq.0),
+            messages_out::seq.eq(seq.get()),
             messages_out::in_reply_to.eq(&m.in_reply_to),
             messages_out::timestamp.eq(now.to_sqlite()),
             messages_out::deliver_after.eq(m.deliver_after.map(Timestamp::to_sqlite)),

@@ -31,7 +31,7 @@ impl From<InRow> for MessageIn {
     fn from(r: InRow) -> Self {
         MessageIn {
             id: r.id,
-            seq: r.seq.map(Seq),
+            seq: r.seq.and_then(|n| Seq::new(n).ok()),
             kind: MessageKind::from(r.kind),
             timestamp: TimeText(r.timestamp),
             status: r.status.map_or(MessageStatus::Pending, MessageStatus::from),
@@ -72,7 +72,7 @@ impl From<OutRow> for MessageOut {
     fn from(r: OutRow) -> Self {
         MessageOut {
             id: r.id,
-            seq: r.seq.map(Seq),
+            seq: r.seq.and_then(|n| Seq::new(n).ok()),
             in_reply_to: r.in_reply_to,
             timestamp: TimeText(r.timestamp),
             deliver_after: r.deliver_after.map(TimeText),
@@ -106,7 +106,7 @@ impl From<HostReplyRow> for MessageOut {
     fn from(r: HostReplyRow) -> Self {
         MessageOut {
             id: r.id,
-            seq: Some(Seq(r.seq)),
+            seq: Seq::new(r.seq).ok(),
             in_reply_to: r.in_reply_to,
             timestamp: TimeText(r.timestamp),
             deliver_after: None,

@@ -166,7 +166,11 @@ fn host_threads_writing_one_inbound_db_never_collide_nor_lose_a_row() {
                                 message(&format!("t{t}b-{i}"), "b").build(),
                             ])
                             .unwrap();
-                        assert_eq!(w[1].seq.0, w[0].seq.0 + 2, "a batch takes consecutive seqs");
+                        assert_eq!(
+                            w[1].seq.get(),
+                            w[0].seq.get() + 2,
+                            "a batch takes consecutive seqs"
+                        );
                         w[0].seq
                     } else {
                         host.inbound()
@@ -220,7 +224,7 @@ fn host_threads_writing_one_inbound_db_never_collide_nor_lose_a_row() {
     }
     let in_file: HashSet<i64> = all.iter().map(|r| r.seq).collect();
     assert!(
-        returned.iter().all(|s| in_file.contains(&s.0)),
+        returned.iter().all(|s| in_file.contains(&s.get())),
         "a returned seq is not in the file"
     );
     // Dense: no seq was skipped either.
@@ -421,14 +425,14 @@ fn host_side(dir: &Path) {
                     .record_delivery(
                         &d.message.id,
                         &DeliveryOutcome::Delivered {
-                            platform_message_id: Some(format!("P{}", seq.0)),
+                            platform_message_id: Some(format!("P{}", seq.get())),
                         },
                     )
                     .unwrap(),
                 "delivered twice: {}",
                 d.message.id
             );
-            println!("DELIVERED {} {}", seq.0, d.message.id);
+            println!("DELIVERED {} {}", seq.get(), d.message.id);
             delivered += 1;
             busy = true;
         }
@@ -616,7 +620,10 @@ fn a_host_and_a_container_process_exchange_a_thousand_messages() {
     // And the container can now resolve "edit message N" to the platform's id.
     let view = s.container();
     let last = replies.last().unwrap();
-    let target = view.lookup_seq(Seq(last.seq)).unwrap().unwrap();
+    let target = view
+        .lookup_seq(Seq::new(last.seq).unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(target.platform_message_id, format!("P{}", last.seq));
 }
 

@@ -116,15 +116,21 @@ fn replies_get_odd_seqs_above_both_files_and_commit_with_their_ack() {
             ],
         )
         .unwrap();
-    assert_eq!(seqs, vec![Seq(5), Seq(7)]);
+    assert_eq!(seqs, vec![Seq::new(5).unwrap(), Seq::new(7).unwrap()]);
     let acks = c.outbound().acks(&batch.ids()).unwrap();
     assert!(acks.iter().all(|a| a.status == AckStatus::Completed));
     // The host writes more; the next reply still sorts after everything.
     h.inbound()
         .write_message(&message("c", "x").build())
         .unwrap();
-    assert_eq!(h.inbound().message("c").unwrap().unwrap().seq, Some(Seq(6)));
-    assert_eq!(c.outbound().write(&reply("rc", "C")).unwrap(), Seq(9));
+    assert_eq!(
+        h.inbound().message("c").unwrap().unwrap().seq,
+        Some(Seq::new(6).unwrap())
+    );
+    assert_eq!(
+        c.outbound().write(&reply("rc", "C")).unwrap(),
+        Seq::new(9).unwrap()
+    );
 }
 
 #[test]
@@ -178,8 +184,8 @@ fn lookups_by_seq_route_by_parity() {
         )
         .unwrap();
     assert_eq!(c.lookup_seq(r).unwrap().unwrap().platform_message_id, "P9");
-    assert!(c.lookup_seq(Seq(1000)).unwrap().is_none());
-    assert!(c.lookup_seq(Seq(1001)).unwrap().is_none());
+    assert!(c.lookup_seq(Seq::new(1000).unwrap()).unwrap().is_none());
+    assert!(c.lookup_seq(Seq::new(1001).unwrap()).unwrap().is_none());
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Failures the older implementation's users hit in production (issue "hardening from the
 //! field"), reproduced with real files and processes.
 
-use sessionbus_schema::{Clock, DbError, Seq};
+use sessionbus_schema::DbError;
 use sessionbus_store::*;
 use sessionbus_testkit::{message, TempSession};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -283,5 +283,4 @@ fn crash_between_hand_off_and_record_redelivers_with_the_attempt_counted() {
         )
         .unwrap();
     assert!(host.due_outbound(10).unwrap().is_empty());
-    let _ = (Seq(0), s.clock.now());
 }

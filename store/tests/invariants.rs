@@ -256,7 +256,10 @@ fn a_wal_inbound_db_fails_container_reads_until_a_host_write_converts_it_back() 
         ("poll", container.poll(true, 10).map(|_| ())),
         ("routing", container.inbound().routing().map(|_| ())),
         ("find_answer", container.find_answer("q1").map(|_| ())),
-        ("lookup_seq", container.lookup_seq(Seq(2)).map(|_| ())),
+        (
+            "lookup_seq",
+            container.lookup_seq(Seq::new(2).unwrap()).map(|_| ()),
+        ),
     ] {
         let e = r.expect_err(what);
         match db_err(&e) {
@@ -342,13 +345,19 @@ fn container_and_host_reads_create_nothing_next_to_the_files() {
     let batch = container.poll(true, 10).unwrap();
     assert_eq!(batch.messages.len(), 1);
     assert!(container.find_answer("q1").unwrap().is_some());
-    assert!(container.lookup_seq(Seq(2)).unwrap().is_some());
-    assert!(container.lookup_seq(Seq(7)).unwrap().is_none());
+    assert!(container
+        .lookup_seq(Seq::new(2).unwrap())
+        .unwrap()
+        .is_some());
+    assert!(container
+        .lookup_seq(Seq::new(7).unwrap())
+        .unwrap()
+        .is_none());
     container.inbound().routing().unwrap();
     container.inbound().destinations().unwrap();
     host.outbound().claims().unwrap();
     host.outbound().container_state().unwrap();
-    host.outbound().messages_after(Seq(0), 10).unwrap();
+    host.outbound().messages_after(None, 10).unwrap();
 
     assert_eq!(listing(s.dir()), before, "reads left something behind");
     assert_no_sidecars(s.dir(), "reads");
@@ -433,7 +442,7 @@ fn the_container_works_on_an_inbound_db_in_a_read_only_folder() {
         DbFile::new(&session.outbound, FileKind::Outbound, Role::Host),
         Arc::new(SystemClock),
     );
-    let window = host_reader.outbound().messages_after(Seq(0), 10).unwrap();
+    let window = host_reader.outbound().messages_after(None, 10).unwrap();
     let out_rows: Vec<_> = window.messages().collect();
     assert_eq!(out_rows.len(), 1);
     assert_eq!(out_rows[0].in_reply_to.as_deref(), Some("m1"));
@@ -807,11 +816,11 @@ fn the_database_refuses_wrong_parity_seqs_from_a_misbehaving_peer() {
         .inbound()
         .write_message(&message("m2", "after").build())
         .unwrap();
-    assert_eq!(w.seq, Seq(42));
+    assert_eq!(w.seq, Seq::new(42).unwrap());
     let r = container.outbound().write(&reply("r1", "ok")).unwrap();
-    assert_eq!(r, Seq(43));
+    assert_eq!(r, Seq::new(43).unwrap());
     let r2 = container.outbound().write(&reply("r2", "ok")).unwrap();
-    assert_eq!(r2, Seq(45));
+    assert_eq!(r2, Seq::new(45).unwrap());
     let h = host
         .inbound()
         .write_host_reply(&NewHostReply {
@@ -821,7 +830,7 @@ fn the_database_refuses_wrong_parity_seqs_from_a_misbehaving_peer() {
             content: "{}".into(),
         })
         .unwrap();
-    assert_eq!(h, Seq(44));
+    assert_eq!(h, Seq::new(44).unwrap());
     assert_eq!(
         count(
             &s.paths.inbound,
@@ -964,14 +973,14 @@ fn a_container_killed_mid_transaction_leaves_a_hot_journal_the_host_reports_and_
     let claims = host.outbound().claims().unwrap();
     assert_eq!(claims.len(), 1);
     assert_eq!(claims[0].message_id, "m1");
-    let rows = host.outbound().messages_after(Seq(0), 10_000).unwrap();
+    let rows = host.outbound().messages_after(None, 10_000).unwrap();
     let ids: Vec<&str> = rows.messages().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["r1"], "the uncommitted rows are gone");
     assert_eq!(journal_mode(&s.paths.outbound), "delete");
     // The file is sound and the container carries on above its committed seqs.
     assert_eq!(
         container.outbound().write(&reply("r2", "next")).unwrap(),
-        Seq(5)
+        Seq::new(5).unwrap()
     );
 }
 
@@ -1025,9 +1034,13 @@ fn a_host_killed_mid_transaction_leaves_inbound_hot_until_the_next_host_write() 
         .inbound()
         .write_message(&message("m2", "after").build())
         .unwrap();
-    assert_eq!(w.seq, Seq(4), "seqs continue from the committed rows");
+    assert_eq!(
+        w.seq,
+        Seq::new(4).unwrap(),
+        "seqs continue from the committed rows"
+    );
     assert_eq!(
         container.outbound().write(&reply("r1", "ok")).unwrap(),
-        Seq(5)
+        Seq::new(5).unwrap()
     );
 }

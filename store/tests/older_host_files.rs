@@ -61,16 +61,20 @@ fn every_generation_is_served_as_it_is() {
                 &[NewOutbound::reply_to("r1", m, "echo: hi")],
             )
             .unwrap();
-        assert_eq!(seqs[0].0, 3, "G{g}: the next odd seq above the host's");
+        assert_eq!(seqs[0].get(), 3, "G{g}: the next odd seq above the host's");
         // Tables a generation lacks read as empty.
         c.inbound().routing().unwrap();
         c.inbound().destinations().unwrap();
         assert!(
-            c.lookup_seq(sessionbus_store::Seq(2)).unwrap().is_some(),
+            c.lookup_seq(sessionbus_store::Seq::new(2).unwrap())
+                .unwrap()
+                .is_some(),
             "G{g}"
         );
         assert!(
-            c.lookup_seq(sessionbus_store::Seq(3)).unwrap().is_some(),
+            c.lookup_seq(sessionbus_store::Seq::new(3).unwrap())
+                .unwrap()
+                .is_some(),
             "G{g}"
         );
         assert_eq!(
@@ -117,7 +121,11 @@ fn the_host_migrates_an_older_hosts_inbound_db_on_its_first_write() {
             .inbound()
             .write_message(&sessionbus_store::NewMessage::chat("new-1", "hello"))
             .unwrap_or_else(|e| panic!("G{g}: {e}"));
-        assert_eq!(w.seq.0, 4, "G{g}: the next even seq above the older host's");
+        assert_eq!(
+            w.seq.get(),
+            4,
+            "G{g}: the next even seq above the older host's"
+        );
         assert_eq!(
             host.inbound().pending().unwrap().len(),
             2,
@@ -178,13 +186,13 @@ fn a_host_reply_is_seen_by_the_older_implementations_statements() {
         .unwrap_or(0);
     let next = if m < 2 { 2 } else { m + 2 - m % 2 };
     assert!(
-        next > seq.0,
+        next > seq.get(),
         "the older host's next seq {next} would reuse {}",
-        seq.0
+        seq.get()
     );
     // The older container's lookup by seq: inbound first.
     let found: Vec<Row> = diesel::sql_query("SELECT id FROM messages_in WHERE seq = ?")
-        .bind::<BigInt, _>(seq.0)
+        .bind::<BigInt, _>(seq.get())
         .load(&mut c)
         .unwrap();
     assert_eq!(found.len(), 1);

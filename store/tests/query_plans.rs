@@ -440,7 +440,7 @@ fn run_polls(s: &TempSession) -> Vec<Measured> {
     OUTBOUND.with(|o| *o.borrow_mut() = Some(s.paths.outbound.clone()));
     let host = s.host();
     let container = s.container();
-    let old_reply = host.outbound().messages_after(Seq(0), 1).unwrap().rows[0].seq();
+    let old_reply = host.outbound().messages_after(None, 1).unwrap().rows[0].seq();
     let mut out = Vec::new();
     out.push(measure("container poll (first)", || {
         let b = container.poll(true, 10).unwrap();
@@ -699,7 +699,7 @@ fn a_reply_scheduled_for_later_does_not_hide_newer_rows_from_delivery() {
     container.outbound().write_all(&chatter).unwrap();
 
     let mut delivered = std::collections::HashSet::new();
-    let mut last_seq = Seq(0);
+    let mut last_seq: Option<Seq> = None;
     loop {
         let due = host.due_outbound(100).unwrap();
         if due.is_empty() {
@@ -713,10 +713,10 @@ fn a_reply_scheduled_for_later_does_not_hide_newer_rows_from_delivery() {
             );
             let seq = d.message.seq.unwrap();
             assert!(
-                seq > last_seq,
-                "delivered out of seq order: {seq} after {last_seq}"
+                Some(seq) > last_seq,
+                "delivered out of seq order: {seq} after {last_seq:?}"
             );
-            last_seq = seq;
+            last_seq = Some(seq);
             host.inbound()
                 .record_delivery(
                     &d.message.id,

@@ -77,9 +77,9 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 };
                 for (m, w) in msgs.iter().zip(written) {
                     prop_assert!(w.created);
-                    host_seqs.push(w.seq.0);
-                    returned.insert(m.id.clone(), w.seq.0);
-                    messages.push((m.id.clone(), w.seq.0));
+                    host_seqs.push(w.seq.get());
+                    returned.insert(m.id.clone(), w.seq.get());
+                    messages.push((m.id.clone(), w.seq.get()));
                 }
             }
             Op::HostReply => {
@@ -93,8 +93,8 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                         content: r#"{"text":"Permission denied"}"#.into(),
                     })
                     .unwrap();
-                host_seqs.push(seq.0);
-                returned.insert(id, seq.0);
+                host_seqs.push(seq.get());
+                returned.insert(id, seq.get());
             }
             Op::ContainerReply { pick, n } => {
                 if messages.is_empty() {
@@ -103,7 +103,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 let (target_id, target_seq) = messages[pick % messages.len()].clone();
                 let target = container
                     .inbound()
-                    .message_by_seq(Seq(target_seq))
+                    .message_by_seq(Seq::new(target_seq).unwrap())
                     .unwrap()
                     .expect("the container sees every committed host row");
                 prop_assert_eq!(&target.id, &target_id);
@@ -119,8 +119,8 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                     )
                     .unwrap();
                 for (r, q) in replies.iter().zip(seqs) {
-                    container_seqs.push(q.0);
-                    returned.insert(r.id.clone(), q.0);
+                    container_seqs.push(q.get());
+                    returned.insert(r.id.clone(), q.get());
                 }
             }
             Op::ContainerUnsolicited(n) => {
@@ -133,8 +133,8 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                     container.outbound().write_all(&out).unwrap()
                 };
                 for (r, q) in out.iter().zip(seqs) {
-                    container_seqs.push(q.0);
-                    returned.insert(r.id.clone(), q.0);
+                    container_seqs.push(q.get());
+                    returned.insert(r.id.clone(), q.get());
                 }
             }
         }

@@ -19,7 +19,7 @@ fn round_trip(host: sessionbus_store::HostSession, container: sessionbus_store::
             )],
         )
         .unwrap();
-    assert_eq!(seqs[0].0 % 2, 1);
+    assert_eq!(seqs[0].get() % 2, 1);
     let due = host.due_outbound(10).unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].message.id, "r1");

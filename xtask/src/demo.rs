@@ -733,12 +733,12 @@ pub fn run(args: &DemoArgs) -> Result<DemoSummary, String> {
     let rows = demo
         .host
         .outbound()
-        .messages_after(Seq(0), 100_000)
+        .messages_after(None, 100_000)
         .map_err(|e| e.to_string())?
         .rows;
     let mut in_outbound: BTreeMap<String, usize> = BTreeMap::new();
     for r in &rows {
-        let sessionbus_store::OutboundRow::Message(r) = r else {
+        let sessionbus_store::OutboundRow::Message { message: r, .. } = r else {
             continue;
         };
         if let Some(to) = &r.in_reply_to {

@@ -16,7 +16,7 @@
 use super::fixture::{CHANNEL_TYPE, FIXED_MILLIS, PLATFORM_ID, THREAD_ID};
 use super::{err, BenchResult};
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
-use sessionbus_schema::{migrate, FileKind, Seq, Timestamp};
+use sessionbus_schema::{migrate, FileKind, Timestamp};
 use sessionbus_store::SessionPaths;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -343,7 +343,9 @@ impl RawSession {
                 r.get(0)
             })
             .map_err(err)?;
-        let mut next = Seq::next_host(a.max(b).map(Seq)).0;
+        // The smallest even number above the max, as the library allocates.
+        let m = a.max(b).unwrap_or(0).max(0);
+        let mut next = m + 2 - m.rem_euclid(2);
         let mut seqs = Vec::with_capacity(msgs.len());
         for (id, content) in msgs {
             let existing = tx
@@ -835,7 +837,9 @@ impl RawSession {
                     r.get(0)
                 })
                 .map_err(err)?;
-            let mut next = Seq::next_container(host_max.max(own).map(Seq)).0;
+            // The smallest odd number above the max of both files.
+            let m = host_max.max(own).unwrap_or(0).max(0);
+            let mut next = m + 1 + m.rem_euclid(2);
             for (id, in_reply_to, content) in replies {
                 let existing = tx
                     .prepare_cached(&format!(

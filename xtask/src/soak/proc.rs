@@ -433,7 +433,7 @@ impl Workload {
     }
 
     fn record(&self, sid: &str, id: &str, kind: &str, seq: Option<Seq>) {
-        let seq = seq.map_or_else(|| "-".to_string(), |s| s.0.to_string());
+        let seq = seq.map_or_else(|| "-".to_string(), |s| s.get().to_string());
         self.ledger.line(&[sid, id, kind, &seq]);
     }
 
@@ -727,7 +727,7 @@ fn writer(run: &Path, session: usize, incarnation: u32, fsize_extra: Option<u64>
         let id = format!("{me}-{n}");
         let msg = NewMessage::chat(&id, &format!("{id}: from the host CLI")).to(address(&sid));
         match host.inbound().write_message(&msg) {
-            Ok(w) => ledger.line(&[&sid, &id, "chat", &w.seq.0.to_string()]),
+            Ok(w) => ledger.line(&[&sid, &id, "chat", &w.seq.get().to_string()]),
             Err(e) => {
                 let kind = store_error_kind(&e);
                 events.line(&["write_error", &sid, kind, &e.to_string()]);
