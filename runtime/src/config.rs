@@ -1,5 +1,5 @@
 //! The group's `container.json`, read once at start-up by the container's runner and kept by
-//! the host (SPEC section 9).
+//! the host (docs/format.md §9).
 //!
 //! Inside the container the file sits at [`CONTAINER_JSON_PATH`] (mounted read-only); that is a
 //! convention, so every function here takes the path it should read.

@@ -1,5 +1,5 @@
-//! The host's command gate (SPEC section 9): what happens to a chat message whose text is a
-//! slash command, before anything is written to `messages_in`.
+//! The host's command gate (docs/format.md §9.4): what happens to a chat message whose text is
+//! a slash command, before anything is written to `messages_in`.
 //!
 //! - text starting with `/` is a command; its first word, lower-cased, names it;
 //! - filtered commands ([`FILTERED_COMMANDS`]) are dropped silently;
@@ -7,8 +7,8 @@
 //!   [`denial_text`] sent back to the same chat and thread;
 //! - anything else passes.
 //!
-//! Edge cases, decided here (SPEC is silent); each errs towards gating, since a command the
-//! agent's CLI would still recognise must not slip past:
+//! Edge cases, decided here (the older implementation leaves them open); each errs towards
+//! gating, since a command the agent's CLI would still recognise must not slip past:
 //!
 //! - leading whitespace (spaces, tabs, newlines) is ignored: `"  /clear"` is `/clear`;
 //! - case is ignored: `/CLEAR` is `/clear`;

@@ -1,5 +1,5 @@
-//! The `.heartbeat` file: the container touches its mtime, the host reads it (SPEC sections 1,
-//! 6 and 7). No database write is involved.
+//! The `.heartbeat` file: the container touches its mtime, the host reads it (docs/format.md
+//! §1, §6 and §7). No database write is involved.
 //!
 //! Every function takes the file's path (inside the container by convention
 //! `/workspace/.heartbeat`; see [`heartbeat_path`]), so the same code serves any folder.

@@ -1,5 +1,5 @@
-//! The host sweep's stuck decision and retry policy (SPEC section 7), as pure functions of their
-//! inputs: no clock, no files, no database.
+//! The host sweep's stuck decision and retry policy (docs/format.md §7), as pure functions of
+//! their inputs: no clock, no files, no database.
 //!
 //! **Stuck decision** ([`decide`]), checked in this order:
 //!
@@ -12,7 +12,7 @@
 //!    strictly after the claim time (none at all counts), means kill, naming that message. When
 //!    several claims are stuck, the oldest is named (the first of equals in input order).
 //!
-//! Decisions made where SPEC is silent:
+//! Decisions made where the older implementation's rules are silent (docs/format.md §7.1):
 //!
 //! - "older than" is strict: an age exactly at the limit is healthy;
 //! - only a tool named exactly `Bash` extends the limits; a declared timeout on any other tool

@@ -1,5 +1,5 @@
 //! Across a real mount: the container side through FUSE (bindfs), the host on the folder
-//! itself. Each cross-mount rule of SPEC section 2 that the mount can show is broken here on
+//! itself. Each cross-mount rule of docs/format.md §2 that the mount can show is broken here on
 //! purpose, with a plain connection, and the failure it prevents is observed:
 //!
 //! - rule 4 (readers re-open per poll): under `auto_cache` a connection kept open through the

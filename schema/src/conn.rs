@@ -1,6 +1,6 @@
 //! Opening a session file as its writer or as a reader, with the cross-mount pragmas.
 //!
-//! The rules of SPEC section 2 live here, so that no caller can forget one:
+//! The rules of docs/format.md §2 live here, so that no caller can forget one:
 //! - writers set `busy_timeout`, `journal_mode = DELETE` (checked, which also converts a WAL
 //!   file back), `synchronous = FULL` and `foreign_keys = ON`, and are opened per operation;
 //! - readers open the file with the URI `mode=ro` (SQLite itself refuses every write), set

@@ -23,7 +23,8 @@ diesel::table! {
         recurrence -> Nullable<Text>,
         /// Groups the occurrences of one recurring task; equals `id` for one-offs.
         series_id -> Nullable<Text>,
-        /// Delivery attempts so far.
+        /// Retries so far: tries the host counted after a container stopped without finishing
+        /// the message (docs/format.md §7.3).
         tries -> Nullable<BigInt>,
         /// 1 wakes the agent; 0 is context that rides along.
         trigger -> BigInt,

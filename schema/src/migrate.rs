@@ -1,6 +1,6 @@
 //! Embedded migrations for both files, adoption of legacy files, and schema checks.
 //!
-//! Upstream never versioned its files: each generation (SPEC section 4) created tables with
+//! Upstream never versioned its files: each generation (docs/format.md §4) created tables with
 //! `CREATE TABLE IF NOT EXISTS` and patched old files with `ALTER TABLE ... ADD COLUMN`. A file
 //! without `__diesel_schema_migrations` is therefore *adopted*: its generation is read off the
 //! tables and columns that are there, the columns it lacks are added with upstream's backfills,
@@ -56,7 +56,7 @@ pub fn latest_version(kind: FileKind) -> String {
     known_versions(kind).pop().unwrap_or_default()
 }
 
-/// A legacy generation of SPEC section 4 (G0 to G8), read off the tables that are there.
+/// A legacy generation of docs/format.md §4 (G0 to G8), read off the tables that are there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct Generation(pub u8);
 

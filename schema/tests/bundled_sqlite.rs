@@ -1,6 +1,6 @@
 //! The SQLite linked into this test binary is the bundled one of `libsqlite3-sys`, not the
 //! system library (cargo's per-package feature unification can silently swap them, see
-//! NOTES-diesel.md), and diesel's connections run on it.
+//! docs/sqlite-notes.md), and diesel's connections run on it.
 
 mod common;
 

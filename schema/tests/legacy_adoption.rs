@@ -1,7 +1,7 @@
-//! Adoption of the unversioned legacy files (SPEC section 4): every generation of both files,
-//! created in one go or patched up with `ALTER TABLE`, with rows, comes out of `migrate` in
-//! the current shape with every row and value kept, upstream's backfills applied and the
-//! migrations recorded; a second run changes nothing.
+//! Adoption of the unversioned legacy files (docs/format.md §4): every generation of both
+//! files, created in one go or patched up with `ALTER TABLE`, with rows, comes out of
+//! `migrate` in the current shape with every row and value kept, upstream's backfills applied
+//! and the migrations recorded; a second run changes nothing.
 
 mod common;
 
@@ -15,7 +15,7 @@ use std::path::Path;
 
 const ROWS: usize = 7;
 
-/// The upstream tables of each file (SPEC section 3); the rest are this library's own.
+/// The upstream tables of each file (docs/format.md §3); the rest are this library's own.
 fn upstream_tables(kind: FileKind) -> &'static [&'static str] {
     match kind {
         FileKind::Inbound => &[

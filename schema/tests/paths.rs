@@ -1,6 +1,6 @@
 //! Session folders whose names contain URI syntax (`#`, `?`, `%`, spaces): the reader must
 //! still open the right file, read-only. Unencoded, `file:/x/a#b/inbound.db?mode=ro` opens
-//! `/x/a` read-write (NOTES-diesel.md).
+//! `/x/a` read-write (docs/sqlite-notes.md).
 
 mod common;
 

@@ -1,11 +1,11 @@
 //! The host's read-only view of `outbound.db`, a file the container wrote.
 //!
-//! Every statement here treats the file as attacker input (SPEC rule 5). Connections come from
-//! `sessionbus_schema::untrusted` (no-follow, non-blocking, hardened, schema checked), and
-//! every value is bounded in the SQL itself: a text column is selected only when its length is
-//! within its limit (`octet_length` does not load the value), as bytes (a value that is not
-//! UTF-8 refuses its row, not the whole read), and a window of rows stops at
-//! [`MAX_PASS_BYTES`] of content. A row that breaks a limit comes back as a
+//! Every statement here treats the file as attacker input (format rule 5, docs/format.md §2).
+//! Connections come from `sessionbus_schema::untrusted` (no-follow, non-blocking, hardened,
+//! schema checked), and every value is bounded in the SQL itself: a text column is selected
+//! only when its length is within its limit (`octet_length` does not load the value), as
+//! bytes (a value that is not UTF-8 refuses its row, not the whole read), and a window of rows
+//! stops at [`MAX_PASS_BYTES`] of content. A row that breaks a limit comes back as a
 //! [`RefusedRow`] naming the reason, so one hostile row never blocks the rows after it.
 
 use crate::error::Result;

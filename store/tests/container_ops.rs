@@ -1,4 +1,4 @@
-//! Every container operation of SPEC section 6, on real files.
+//! Every container operation of docs/format.md §6, on real files.
 
 use sessionbus_schema::{Clock, Seq};
 use sessionbus_store::*;

@@ -1,4 +1,4 @@
-//! Every host operation of SPEC section 6, on real files.
+//! Every host operation of docs/format.md §6, on real files.
 
 use sessionbus_schema::{Clock, DbError, Seq, Timestamp};
 use sessionbus_store::*;

@@ -1,4 +1,4 @@
-//! SPEC section 2, broken on purpose: each cross-mount invariant is violated the way a
+//! docs/format.md §2, broken on purpose: each cross-mount invariant is violated the way a
 //! careless caller, a misbehaving peer or a crash would, and the library must answer with the
 //! clear, typed error (or keep the invariant by itself).
 //!

@@ -1,4 +1,4 @@
-//! "Polls cost what is new, not what is old" (SPEC section 10), checked two ways on real files
+//! "Polls cost what is new, not what is old" (docs/format.md §10), checked two ways on real files
 //! with a sizeable history:
 //!
 //! 1. Plans. Every statement the polls run is captured through diesel's default

@@ -1,4 +1,4 @@
-//! Seq allocation under random interleavings of both sides (SPEC section 5): host writes
+//! Seq allocation under random interleavings of both sides (docs/format.md §5): host writes
 //! (single and batched), host-originated replies, container replies to random earlier
 //! messages and unsolicited container messages, in any order. After every run:
 //!

@@ -1,6 +1,6 @@
-//! Files as the older implementation left them: every generation G0 to G8 of SPEC section 4,
-//! with no migrations table, created either in one go or patched up generation by generation
-//! with `ALTER TABLE ... ADD COLUMN` (both happen in the wild).
+//! Files as the older implementation left them: every generation G0 to G8 of docs/format.md
+//! §4, with no migrations table, created either in one go or patched up generation by
+//! generation with `ALTER TABLE ... ADD COLUMN` (both happen in the wild).
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
@@ -27,7 +27,7 @@ pub enum SessionStateShape {
     SeedPatched,
 }
 
-/// Every generation number of SPEC section 4.
+/// Every generation number of docs/format.md §4.
 pub const GENERATIONS: [u8; 9] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
 
 /// DDL for a legacy inbound.db of generation `g`.

@@ -2,10 +2,10 @@
 //! gate in front of inbound.db. Starting and stopping containers stays with the caller through
 //! [`ContainerControl`]: the library never shells out to Docker.
 //!
-//! The host never writes, rolls back or executes the container's file (SPEC rule 5): what it
-//! learns there (claims, acks, the tool in flight, replies) it reads through the store's
-//! hardened reader, and what it must remember about it (claims seen and settled, rows held for
-//! later) it keeps in inbound.db.
+//! The host never writes, rolls back or executes the container's file (format rule 5,
+//! docs/format.md §2): what it learns there (claims, acks, the tool in flight, replies) it
+//! reads through the store's hardened reader, and what it must remember about it (claims seen
+//! and settled, rows held for later) it keeps in inbound.db.
 
 mod accept;
 mod deliver;
