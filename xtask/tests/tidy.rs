@@ -196,3 +196,71 @@ fn architecture_names_only_code_that_exists() {
         "only {checked} paths found: did the format change?"
     );
 }
+
+/// Every tracked text file of the repository (from `git ls-files`), relative to the root.
+fn tracked(ext: &[&str]) -> Vec<PathBuf> {
+    let out = std::process::Command::new("git")
+        .arg("ls-files")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git ls-files failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(PathBuf::from)
+        .filter(|p| p.extension().is_some_and(|e| ext.iter().any(|x| e == *x)))
+        .filter(|p| !p.starts_with("peer/node_modules"))
+        .collect()
+}
+
+/// The repository carries its own documentation: nothing cites the reference documents the
+/// project was started from (they are not in the repository). Applied migrations are never
+/// edited, so their SQL comments are left as they were written.
+#[test]
+fn nothing_cites_documents_outside_the_repository() {
+    for p in tracked(&["rs", "md", "toml", "sh", "mjs", "ts"]) {
+        if p.ends_with("xtask/tests/tidy.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(root().join(&p)).unwrap();
+        for needle in [
+            "SPEC.md",
+            "SPEC section",
+            "SPEC rule",
+            "NOTES-diesel",
+            "PROTOCOL.md",
+        ] {
+            assert!(
+                !text.contains(needle),
+                "{} cites {needle:?}: cite docs/format.md, docs/protocol.md or docs/sqlite-notes.md",
+                p.display()
+            );
+        }
+    }
+}
+
+/// Every relative link of every Markdown file points at a file or folder that exists.
+#[test]
+fn markdown_links_resolve() {
+    let mut checked = 0;
+    for p in tracked(&["md"]) {
+        let text = std::fs::read_to_string(root().join(&p)).unwrap();
+        let dir = root().join(&p).parent().unwrap().to_path_buf();
+        for (at, _) in text.match_indices("](") {
+            let rest = &text[at + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let target = rest[..end].split('#').next().unwrap();
+            if target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            assert!(
+                dir.join(target).exists(),
+                "{} links to {target}, which does not exist",
+                p.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 10, "only {checked} links checked");
+}
