@@ -238,7 +238,7 @@ fn a_long_failure_reason_is_bounded_in_the_note() {
     .unwrap_err();
     assert!(matches!(err, RuntimeError::HandlerPanicked { .. }), "{err}");
     let n = notes(&s, &["long"]);
-    assert!(n[0].reason.len() <= outbound_writer::MAX_FAILURE_REASON_BYTES);
+    assert!(n[0].reason.len() <= sessionbus_store::MAX_FAILURE_REASON_BYTES);
     assert!(n[0].reason.ends_with('…'));
 }
 

@@ -512,6 +512,7 @@ impl DbFile {
 /// its lookaside allocator while compiling them: on a connection that never reuses a
 /// statement that roughly doubles the cost of each query (measured by `cargo xtask bench`).
 /// Write transactions keep the cache: their loops run the same statement per row.
+#[doc(hidden)] // for the store crate's own-file reads; not part of the API
 pub fn one_shot(conn: &mut SqliteConnection) {
     conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
 }

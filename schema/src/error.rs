@@ -280,7 +280,7 @@ impl DbError {
 
     /// Classifies a diesel error from an operation on `at`, turning SQLite's messages into
     /// the typed variants.
-    pub fn from_diesel(at: At, source: diesel::result::Error, limits: Limits) -> Self {
+    pub(crate) fn from_diesel(at: At, source: diesel::result::Error, limits: Limits) -> Self {
         use diesel::result::Error as E;
         let msg = match &source {
             E::DatabaseError(_, info) => info.message().to_owned(),

@@ -151,8 +151,9 @@ impl HostSession {
     }
 
     /// Applies the final acks among `acks` (read for the `pending` pending messages), and
-    /// continues the series of finished recurring tasks (see
-    /// [`crate::inbound_writer`]'s `continue_series`: exactly once, whoever finished them).
+    /// continues the series of finished recurring tasks: exactly once, whoever finished them
+    /// (a row still carrying a recurrence after a later row of its series exists only has the
+    /// recurrence cleared).
     pub fn apply_acks(
         &self,
         pending: usize,
@@ -189,7 +190,7 @@ impl HostSession {
     /// (bounded in rows and bytes). A row not due yet is *held* (noted in inbound.db) and the
     /// cursor passes it, so a reply scheduled far ahead never makes each pass re-read the rows
     /// after it; held rows are delivered once due. A row of the container's that breaks a
-    /// limit (see [`crate::outbound_reader`]) is recorded failed (when its id can be named) and
+    /// limit (see [`OutboundReader`](crate::OutboundReader)) is recorded failed (when its id can be named) and
     /// passed too.
     pub fn due_outbound(&self, limit: usize) -> Result<Vec<DueOutbound>> {
         let now = self.clock().now();

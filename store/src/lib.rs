@@ -65,16 +65,19 @@ mod convert;
 pub mod error;
 mod fileio;
 mod host_session;
-pub mod inbound_reader;
+mod inbound_reader;
 mod inbound_shape;
-pub mod inbound_writer;
-pub mod model;
-pub mod outbound_reader;
-pub mod outbound_writer;
+mod inbound_writer;
+mod model;
+mod outbound_reader;
+mod outbound_writer;
 pub mod paths;
 mod provision;
 mod rows;
+// Used by the runtime crate of this workspace; not part of the API.
+#[doc(hidden)]
 pub mod stamp;
+#[doc(hidden)]
 pub mod validate;
 
 pub use attachments::Attachment;
@@ -86,8 +89,13 @@ pub use host_session::{HostSession, MAX_HELD_ROWS};
 pub use inbound_reader::InboundReader;
 pub use inbound_writer::{InboundWriter, NextOccurrence, SyncReport, HOST_REPLY_KIND};
 pub use model::*;
-pub use outbound_reader::{OutboundReader, OutboundRow, OutboundWindow, RefusedRow};
-pub use outbound_writer::{continuation_key, OutboundWriter, LEGACY_CONTINUATION_KEY};
+pub use outbound_reader::{
+    OutboundReader, OutboundRow, OutboundWindow, RefusedRow, MAX_CLAIMS_READ, MAX_PASS_BYTES,
+};
+pub use outbound_writer::{
+    continuation_key, OutboundWriter, LEGACY_CONTINUATION_KEY, MAX_FAILURE_NOTES,
+    MAX_FAILURE_REASON_BYTES,
+};
 pub use paths::{Layout, SessionPaths, CONTAINER_AREA, WORKSPACE};
 pub use provision::{check_writable, provision, Ownership, Provisioned};
 pub use sessionbus_schema::{Clock, DbError, Seq, SystemClock, Timestamp};

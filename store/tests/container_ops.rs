@@ -441,7 +441,7 @@ fn failure_notes_keep_the_claims_end_the_batch_and_stay_bounded() {
     c.outbound().note_failure(&ids, &"x".repeat(5000)).unwrap();
     let notes = c.outbound().failure_notes(&ids).unwrap();
     assert_eq!(notes.len(), 1);
-    assert!(notes[0].reason.len() <= outbound_writer::MAX_FAILURE_REASON_BYTES);
+    assert!(notes[0].reason.len() <= MAX_FAILURE_REASON_BYTES);
     assert_eq!(notes[0].at.instant(), Some(s.clock.now()));
     assert_eq!(c.outbound().busy_since().unwrap(), None);
     let st = s.host().outbound().container_state().unwrap().unwrap();
@@ -454,17 +454,14 @@ fn failure_notes_keep_the_claims_end_the_batch_and_stay_bounded() {
     c.outbound().note_failure(&ids, "again").unwrap();
     assert_eq!(c.outbound().failure_notes(&ids).unwrap()[0].reason, "again");
     // Only the newest notes are kept.
-    let n = usize::try_from(outbound_writer::MAX_FAILURE_NOTES).unwrap() + 5;
+    let n = usize::try_from(MAX_FAILURE_NOTES).unwrap() + 5;
     let many: Vec<String> = (0..n).map(|i| format!("n{i:05}")).collect();
     for chunk in many.chunks(250) {
         s.clock.advance_ms(1);
         c.outbound().note_failure(chunk, "x").unwrap();
     }
     let kept = c.outbound().failure_notes(&many).unwrap();
-    assert_eq!(
-        kept.len(),
-        usize::try_from(outbound_writer::MAX_FAILURE_NOTES).unwrap()
-    );
+    assert_eq!(kept.len(), usize::try_from(MAX_FAILURE_NOTES).unwrap());
     assert!(
         c.outbound().failure_notes(&ids).unwrap().is_empty(),
         "oldest dropped"
