@@ -8,7 +8,21 @@
 //! - [`message`] / [`reply`]: builders with sensible defaults;
 //! - [`legacy`]: files as the older implementation left them, every generation G0 to G8;
 //! - [`mount`]: a session folder seen through a real FUSE mount (bindfs) in a chosen cache
-//!   mode, for the cross-mount tests.
+//!   mode, for the cross-mount tests;
+//! - with feature `runtime`: `FakeControl` and `CapturingDeliverer`, fakes of the runtime's
+//!   `ContainerControl` and `Deliverer` (also for its async host, through `SyncControl` and
+//!   `SyncDeliverer`).
+//!
+//! Many sessions on one clock (a host serving them all sees one time):
+//!
+//! ```
+//! use sessionbus_testkit::{ManualClock, TempSession};
+//!
+//! let clock = ManualClock::new();
+//! let sessions = TempSession::many(3, &clock);
+//! clock.advance_secs(60); // every session's views see it
+//! assert_eq!(sessions[0].clock.now_millis(), sessions[2].clock.now_millis());
+//! ```
 //!
 //! ```
 //! use sessionbus_testkit::{message, TempSession};
@@ -23,6 +37,8 @@
 
 mod builders;
 mod clock;
+#[cfg(feature = "runtime")]
+mod fakes;
 pub mod hostile;
 pub mod legacy;
 pub mod mount;
@@ -31,3 +47,5 @@ mod session;
 pub use builders::{chat_address, message, reply, MessageBuilder};
 pub use clock::{ManualClock, START_MILLIS};
 pub use session::{MemSession, TempSession};
+#[cfg(feature = "runtime")]
+pub use fakes::{CapturingDeliverer, FakeControl};
