@@ -1,6 +1,6 @@
-//! End to end: `chat-host` serving three sessions, each container a `chat-container` process
-//! started through the runtime's `ChildControl`, through real files; and the container alone
-//! stopping on SIGTERM.
+//! End to end: `chat-host` serving several sessions, each container a `chat-container` process
+//! started through the runtime's `ChildControl` (or `SandboxControl`: bubblewrap, as uid 1000;
+//! the tests run as root), through real files; and the container alone stopping on SIGTERM.
 
 use sessionbus_runtime::{provision, SessionPaths, SystemClock};
 use std::io::{Read, Write};
@@ -63,6 +63,22 @@ fn the_host_serves_three_sessions_through_real_containers() {
     );
     assert!(err.contains("/help is filtered"), "{err}");
     assert!(err.contains("3 container(s) stopped"), "{err}");
+}
+
+#[test]
+fn the_host_serves_sessions_in_bubblewrap() {
+    let data = tempfile::tempdir().unwrap();
+    // The sandbox's user must reach the data dir.
+    let open = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(data.path(), open).unwrap();
+    let msgs = ["--sandbox", "1000:1000", "0:hello", "1:/clear", "1:abc"];
+    let child = host(data.path(), "2", &msgs).stdin(Stdio::null()).spawn().unwrap();
+    let (status, out, err) = finish(child);
+    assert!(status.success(), "{status}\nstdout:\n{out}\nstderr:\n{err}");
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort_unstable();
+    let want = ["s0 <- olleh (turn 1)", "s1 <- Session cleared.", "s1 <- cba (turn 1)"];
+    assert_eq!(lines, want, "stderr:\n{err}");
 }
 
 #[test]
