@@ -83,14 +83,14 @@ pub use sessionbus_store as store;
 pub use sessionbus_schema as schema;
 
 #[doc(no_inline)]
+pub use sessionbus_schema::{Clock, DbError, Seq, SystemClock, Timestamp};
+#[doc(no_inline)]
 pub use sessionbus_store::{
     provision, AckStatus, Address, Batch, ContainerSession, DeliveryOutcome, Destination,
     DestinationType, DueOutbound, HostSession, Layout, MessageIn, MessageKind, MessageStatus,
     NewHostReply, NewMessage, NewOutbound, NextOccurrence, OutboundSource, Ownership, Provisioned,
     Routing, SessionPaths, StoreError, SyncReport, Written,
 };
-#[doc(no_inline)]
-pub use sessionbus_schema::{Clock, DbError, Seq, SystemClock, Timestamp};
 
 /// The names most hosts and containers use, for a glob import:
 /// `use sessionbus_runtime::prelude::*;`.

@@ -18,8 +18,9 @@ use sessionbus_runtime::tokio_host::{
 };
 use sessionbus_runtime::{AckStatus, Batch, Clock, DueOutbound, NewMessage, NewOutbound};
 use sessionbus_runtime::{HostSession, SessionPaths};
-use sessionbus_testkit::{message, reply, CapturingDeliverer, FakeControl, ManualClock, TempSession};
-use std::future::Future;
+use sessionbus_testkit::{
+    message, reply, CapturingDeliverer, FakeControl, ManualClock, TempSession,
+};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -91,7 +92,11 @@ async fn wait_event(
     found.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
-fn is_session(e: &HostEvent, dir: &Path, f: impl Fn(&sessionbus_runtime::tokio_host::SessionPass) -> bool) -> bool {
+fn is_session(
+    e: &HostEvent,
+    dir: &Path,
+    f: impl Fn(&sessionbus_runtime::tokio_host::SessionPass) -> bool,
+) -> bool {
     matches!(e, HostEvent::Session(p) if p.session == dir && f(p))
 }
 
@@ -164,8 +169,16 @@ fn start_host(
     platform: &Arc<Platform>,
     opts: HostOptions,
     sessions: &[&TempSession],
-) -> (HostHandle, broadcast::Receiver<HostEvent>, tokio::task::JoinHandle<sessionbus_runtime::tokio_host::HostSummary>) {
-    let host = AsyncHost::new(SyncControl::new(control.clone()), Arc::clone(platform), opts);
+) -> (
+    HostHandle,
+    broadcast::Receiver<HostEvent>,
+    tokio::task::JoinHandle<sessionbus_runtime::tokio_host::HostSummary>,
+) {
+    let host = AsyncHost::new(
+        SyncControl::new(control.clone()),
+        Arc::clone(platform),
+        opts,
+    );
     let handle = host.handle();
     let events = handle.subscribe();
     for s in sessions {
@@ -204,19 +217,34 @@ async fn twenty_sessions_one_stuck_deliverer_one_locked_file_the_others_delivere
     let capture = platform.capture.clone();
     wait_until("the 18 free sessions delivered", || capture.count() >= 18).await;
     let ids = capture.ids();
-    assert!(!ids.contains(&"r-0".to_string()) && !ids.contains(&"r-1".to_string()), "{ids:?}");
+    assert!(
+        !ids.contains(&"r-0".to_string()) && !ids.contains(&"r-1".to_string()),
+        "{ids:?}"
+    );
     assert_eq!(ids.len(), 18, "each row once: {ids:?}");
-    assert_eq!(platform.entered.load(Ordering::SeqCst), 1, "the stuck hand-off is entered once");
-    wait_event(&mut events, "the stuck session reported stalled", |e| {
-        matches!(e, HostEvent::Stalled { session, .. } if session == stuck)
-    })
+    assert_eq!(
+        platform.entered.load(Ordering::SeqCst),
+        1,
+        "the stuck hand-off is entered once"
+    );
+    wait_event(
+        &mut events,
+        "the stuck session reported stalled",
+        |e| matches!(e, HostEvent::Stalled { session, .. } if session == stuck),
+    )
     .await;
     let e = wait_event(&mut events, "the locked session's pass", |e| {
         is_session(e, locked, |p| !p.is_ok())
     })
     .await;
-    let HostEvent::Session(p) = e else { unreachable!() };
-    let why = p.errors().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
+    let HostEvent::Session(p) = e else {
+        unreachable!()
+    };
+    let why = p
+        .errors()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
     assert!(why.contains("locked"), "{why}");
 
     // Both let go: both delivered.
@@ -260,18 +288,28 @@ async fn graceful_shutdown_finishes_in_flight_deliveries_then_stops_containers()
         &all,
     );
     let capture = platform.capture.clone();
-    wait_until("the two others delivered and the slow hand-off entered", || {
-        capture.count() == 2 && platform.entered.load(Ordering::SeqCst) == 1
-    })
+    wait_until(
+        "the two others delivered and the slow hand-off entered",
+        || capture.count() == 2 && platform.entered.load(Ordering::SeqCst) == 1,
+    )
     .await;
 
     handle.shutdown();
-    wait_event(&mut events, "Stopping", |e| matches!(e, HostEvent::Stopping)).await;
-    assert!(!handle.add_session(TempSession::with_clock(&clock).host()), "closed to new sessions");
+    wait_event(&mut events, "Stopping", |e| {
+        matches!(e, HostEvent::Stopping)
+    })
+    .await;
+    assert!(
+        !handle.add_session(TempSession::with_clock(&clock).host()),
+        "closed to new sessions"
+    );
     // The slow hand-off holds the shutdown: it cannot have ended yet.
     tokio::task::yield_now().await;
     assert!(!run.is_finished());
-    assert!(control.kills().is_empty(), "containers are stopped after the passes end");
+    assert!(
+        control.kills().is_empty(),
+        "containers are stopped after the passes end"
+    );
 
     platform.let_go();
     let summary = tokio::time::timeout(LONG, run).await.unwrap().unwrap();
@@ -280,13 +318,21 @@ async fn graceful_shutdown_finishes_in_flight_deliveries_then_stops_containers()
         after.push(e);
     }
     assert!(
-        !after.iter().any(|e| matches!(e, HostEvent::PassStarted { .. })),
+        !after
+            .iter()
+            .any(|e| matches!(e, HostEvent::PassStarted { .. })),
         "no pass after Stopping: {after:?}"
     );
-    assert!(matches!(after.last(), Some(HostEvent::Stopped(_))), "{after:?}");
+    assert!(
+        matches!(after.last(), Some(HostEvent::Stopped(_))),
+        "{after:?}"
+    );
     assert!(summary.abandoned.is_empty(), "{summary:?}");
     assert_eq!(capture.count(), 3);
-    assert!(sessions[0].host().due_outbound(10).unwrap().is_empty(), "recorded delivered");
+    assert!(
+        sessions[0].host().due_outbound(10).unwrap().is_empty(),
+        "recorded delivered"
+    );
     let mut stopped = summary.containers_stopped.clone();
     stopped.sort();
     let mut dirs: Vec<PathBuf> = sessions.iter().map(|s| s.dir().to_path_buf()).collect();
@@ -311,11 +357,17 @@ async fn a_hung_hand_off_is_abandoned_after_the_grace_and_delivered_by_the_next_
         opts().with_shutdown_grace(Duration::from_millis(100)),
         &[&s],
     );
-    wait_until("the hand-off entered", || platform.entered.load(Ordering::SeqCst) == 1).await;
+    wait_until("the hand-off entered", || {
+        platform.entered.load(Ordering::SeqCst) == 1
+    })
+    .await;
     handle.shutdown();
     let summary = tokio::time::timeout(LONG, run).await.unwrap().unwrap();
     assert_eq!(summary.abandoned, [s.dir().to_path_buf()]);
-    assert!(control.kills().is_empty(), "ContainerPolicy::Leave by default");
+    assert!(
+        control.kills().is_empty(),
+        "ContainerPolicy::Leave by default"
+    );
 
     let next = Arc::new(Platform::default());
     let (handle, _events, run) = start_host(&control, &next, opts(), &[&s]);
@@ -340,7 +392,10 @@ async fn sessions_are_added_and_removed_while_the_host_runs() {
     let unknown = handle
         .accept_chat(a.dir(), NewMessage::chat("m1", "hi"), || false)
         .await;
-    assert!(matches!(unknown, Err(RuntimeError::UnknownSession { .. })), "{unknown:?}");
+    assert!(
+        matches!(unknown, Err(RuntimeError::UnknownSession { .. })),
+        "{unknown:?}"
+    );
     assert!(handle.add_session(a.host()));
     assert!(!handle.add_session(a.host()), "already served");
     let accepted = handle
@@ -359,21 +414,38 @@ async fn sessions_are_added_and_removed_while_the_host_runs() {
     // The container answers m1.
     a.container()
         .outbound()
-        .commit(&["m1".into()], &AckStatus::Completed, &[reply("r1", "hello")])
+        .commit(
+            &["m1".into()],
+            &AckStatus::Completed,
+            &[reply("r1", "hello")],
+        )
         .unwrap();
-    wait_until("a's reply delivered", || capture.ids().contains(&"r1".to_string())).await;
+    wait_until("a's reply delivered", || {
+        capture.ids().contains(&"r1".to_string())
+    })
+    .await;
 
     let b = session_with_reply(&clock, "b");
     assert!(handle.add_session(b.host()));
-    wait_until("b's reply delivered", || capture.ids().contains(&"r-b".to_string())).await;
-
-    assert!(handle.remove_session(a.dir(), ContainerPolicy::Stop));
-    assert!(!handle.remove_session(a.dir(), ContainerPolicy::Stop), "already removed");
-    let e = wait_event(&mut events, "a's container stopped", |e| {
-        matches!(e, HostEvent::ContainerStopped(s) if s.session == a.dir())
+    wait_until("b's reply delivered", || {
+        capture.ids().contains(&"r-b".to_string())
     })
     .await;
-    let HostEvent::ContainerStopped(stop) = e else { unreachable!() };
+
+    assert!(handle.remove_session(a.dir(), ContainerPolicy::Stop));
+    assert!(
+        !handle.remove_session(a.dir(), ContainerPolicy::Stop),
+        "already removed"
+    );
+    let e = wait_event(
+        &mut events,
+        "a's container stopped",
+        |e| matches!(e, HostEvent::ContainerStopped(s) if s.session == a.dir()),
+    )
+    .await;
+    let HostEvent::ContainerStopped(stop) = e else {
+        unreachable!()
+    };
     assert!(matches!(stop.result, Ok(true)), "{stop:?}");
     assert_eq!(control.kills_of(a.dir()), [KillReason::SessionRemoved]);
     assert_eq!(handle.sessions(), [b.dir().to_path_buf()]);
@@ -382,10 +454,15 @@ async fn sessions_are_added_and_removed_while_the_host_runs() {
     let asked = control.is_running_calls(a.dir());
     add_reply(&a, "late");
     add_reply(&b, "later");
-    wait_until("b's second reply delivered", || capture.ids().contains(&"r-later".to_string()))
-        .await;
+    wait_until("b's second reply delivered", || {
+        capture.ids().contains(&"r-later".to_string())
+    })
+    .await;
     for _ in 0..3 {
-        wait_event(&mut events, "a whole pass", |e| matches!(e, HostEvent::PassFinished(_))).await;
+        wait_event(&mut events, "a whole pass", |e| {
+            matches!(e, HostEvent::PassFinished(_))
+        })
+        .await;
     }
     assert!(!capture.ids().contains(&"r-late".to_string()));
     assert_eq!(a.host().due_outbound(10).unwrap().len(), 1);
@@ -394,7 +471,10 @@ async fn sessions_are_added_and_removed_while_the_host_runs() {
     handle.shutdown();
     let summary = tokio::time::timeout(LONG, run).await.unwrap().unwrap();
     assert_eq!(summary.containers_stopped, [a.dir().to_path_buf()]);
-    assert!(control.kills_of(b.dir()).is_empty(), "left running at shutdown");
+    assert!(
+        control.kills_of(b.dir()).is_empty(),
+        "left running at shutdown"
+    );
 }
 
 /// A panic in one session's sweep (its control) and one in another's delivery (the platform)
@@ -409,7 +489,11 @@ async fn panics_are_isolated_per_session_and_per_part() {
     let control = FakeControl::new();
     control.panic_for(a.dir(), true);
     let platform = Arc::new(Platform::default());
-    platform.panic_for.lock().unwrap().push(b.dir().to_path_buf());
+    platform
+        .panic_for
+        .lock()
+        .unwrap()
+        .push(b.dir().to_path_buf());
     // Every pass of b counts a hand-off attempt before its platform panics: enough of them.
     let opts = opts().with_max_delivery_attempts(1_000_000);
     let (handle, mut events, run) = start_host(&control, &platform, opts, &[&a, &b, &c]);
@@ -419,14 +503,24 @@ async fn panics_are_isolated_per_session_and_per_part() {
             is_session(e, a.dir(), |p| p.panicked())
         })
         .await;
-        let HostEvent::Session(p) = e else { unreachable!() };
-        assert!(matches!(p.sweep, Err(RuntimeError::Panicked { .. })), "{p:?}");
+        let HostEvent::Session(p) = e else {
+            unreachable!()
+        };
+        assert!(
+            matches!(p.sweep, Err(RuntimeError::Panicked { .. })),
+            "{p:?}"
+        );
         let e = wait_event(&mut events, "b's delivery panicking", |e| {
             is_session(e, b.dir(), |p| p.panicked())
         })
         .await;
-        let HostEvent::Session(p) = e else { unreachable!() };
-        assert!(matches!(p.sweep, Ok(SweepOutcome::Full(_) | SweepOutcome::Quiet)), "{p:?}");
+        let HostEvent::Session(p) = e else {
+            unreachable!()
+        };
+        assert!(
+            matches!(p.sweep, Ok(SweepOutcome::Full(_) | SweepOutcome::Quiet)),
+            "{p:?}"
+        );
         let Err(RuntimeError::Panicked { detail, .. }) = &p.delivery else {
             panic!("{p:?}")
         };
@@ -452,30 +546,32 @@ async fn panics_are_isolated_per_session_and_per_part() {
 struct Reverse;
 
 impl AsyncHandler for Reverse {
-    fn handle<'a>(
-        &'a mut self,
-        ctx: &'a HandlerContext<'a>,
-        batch: &'a Batch,
-    ) -> impl Future<Output = Result<Handled, RuntimeError>> + 'a {
-        async move {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            let turn: u64 = ctx.continuation()?.and_then(|c| c.parse().ok()).unwrap_or(0) + 1;
-            ctx.set_continuation(&turn.to_string())?;
-            let replies = batch
-                .messages
-                .iter()
-                .map(|m| {
-                    let text: String = m.content_json()["text"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .chars()
-                        .rev()
-                        .collect();
-                    NewOutbound::reply_to(format!("re-{}", m.id), m, &format!("{turn}: {text}"))
-                })
-                .collect();
-            Ok(Handled::completed(replies))
-        }
+    async fn handle(
+        &mut self,
+        ctx: &HandlerContext<'_>,
+        batch: &Batch,
+    ) -> Result<Handled, RuntimeError> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let turn: u64 = ctx
+            .continuation()?
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+            + 1;
+        ctx.set_continuation(&turn.to_string())?;
+        let replies = batch
+            .messages
+            .iter()
+            .map(|m| {
+                let text: String = m.content_json()["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .chars()
+                    .rev()
+                    .collect();
+                NewOutbound::reply_to(format!("re-{}", m.id), m, &format!("{turn}: {text}"))
+            })
+            .collect();
+        Ok(Handled::completed(replies))
     }
 }
 
@@ -515,11 +611,21 @@ async fn the_container_loop_runs_an_async_handler_until_the_token_stops_it() {
     host.inbound()
         .write_message(&message("m3", "abc").build())
         .unwrap();
-    wait_until("the answer after the clear", || reply_texts(&host).len() == 3).await;
-    assert_eq!(reply_texts(&host), ["1: olleh", "Session cleared.", "1: cba"]);
+    wait_until("the answer after the clear", || {
+        reply_texts(&host).len() == 3
+    })
+    .await;
+    assert_eq!(
+        reply_texts(&host),
+        ["1: olleh", "Session cleared.", "1: cba"]
+    );
 
     stop.stop();
-    let summary = tokio::time::timeout(LONG, running).await.unwrap().unwrap().unwrap();
+    let summary = tokio::time::timeout(LONG, running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!((summary.completed, summary.clears), (3, 1), "{summary:?}");
     assert!(host.pending_claims().unwrap().is_empty());
 }

@@ -46,6 +46,6 @@ mod session;
 
 pub use builders::{chat_address, message, reply, MessageBuilder};
 pub use clock::{ManualClock, START_MILLIS};
-pub use session::{MemSession, TempSession};
 #[cfg(feature = "runtime")]
 pub use fakes::{CapturingDeliverer, FakeControl};
+pub use session::{MemSession, TempSession};

@@ -26,26 +26,46 @@ fn finish(mut child: Child) -> (std::process::ExitStatus, String, String) {
         std::thread::sleep(Duration::from_millis(50));
     };
     let (mut out, mut err) = (String::new(), String::new());
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     (status, out, err)
 }
 
 fn host(data: &std::path::Path, sessions: &str, messages: &[&str]) -> Command {
     let mut cmd = Command::new(HOST);
-    cmd.args(["--data-dir", data.to_str().unwrap(), "--container", CONTAINER])
-        .args(["--sessions", sessions, "--timeout-secs", "170"])
-        .args(messages)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--container",
+        CONTAINER,
+    ])
+    .args(["--sessions", sessions, "--timeout-secs", "170"])
+    .args(messages)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     cmd
 }
 
 #[test]
 fn the_host_serves_three_sessions_through_real_containers() {
     let data = tempfile::tempdir().unwrap();
-    let msgs = ["0:hello", "1:abc", "0:world", "2:/clear", "2:xyz", "1:/help"];
-    let child = host(data.path(), "3", &msgs).stdin(Stdio::null()).spawn().unwrap();
+    let msgs = [
+        "0:hello", "1:abc", "0:world", "2:/clear", "2:xyz", "1:/help",
+    ];
+    let child = host(data.path(), "3", &msgs)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
     let (status, out, err) = finish(child);
     assert!(status.success(), "{status}\nstdout:\n{out}\nstderr:\n{err}");
     let mut lines: Vec<&str> = out.lines().collect();
@@ -72,20 +92,35 @@ fn the_host_serves_sessions_in_bubblewrap() {
     let open = std::os::unix::fs::PermissionsExt::from_mode(0o755);
     std::fs::set_permissions(data.path(), open).unwrap();
     let msgs = ["--sandbox", "1000:1000", "0:hello", "1:/clear", "1:abc"];
-    let child = host(data.path(), "2", &msgs).stdin(Stdio::null()).spawn().unwrap();
+    let child = host(data.path(), "2", &msgs)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
     let (status, out, err) = finish(child);
     assert!(status.success(), "{status}\nstdout:\n{out}\nstderr:\n{err}");
     let mut lines: Vec<&str> = out.lines().collect();
     lines.sort_unstable();
-    let want = ["s0 <- olleh (turn 1)", "s1 <- Session cleared.", "s1 <- cba (turn 1)"];
+    let want = [
+        "s0 <- olleh (turn 1)",
+        "s1 <- Session cleared.",
+        "s1 <- cba (turn 1)",
+    ];
     assert_eq!(lines, want, "stderr:\n{err}");
 }
 
 #[test]
 fn the_host_reads_chat_from_stdin() {
     let data = tempfile::tempdir().unwrap();
-    let mut child = host(data.path(), "2", &[]).stdin(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(b"1:ping\n\n").unwrap();
+    let mut child = host(data.path(), "2", &[])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"1:ping\n\n")
+        .unwrap();
     let (status, out, err) = finish(child);
     assert!(status.success(), "{status}\nstderr:\n{err}");
     assert_eq!(out, "s1 <- gnip (turn 1)\n", "stderr:\n{err}");

@@ -13,9 +13,9 @@ mod sweep;
 mod sweeper;
 
 pub use accept::{accept_chat, Accepted};
-pub use deliver::{deliver_session, Deliverer, DeliveryReport};
 #[cfg(feature = "tokio")]
 pub(crate) use deliver::{begin_attempt, finish_attempt, Begun, DELIVERY_BATCH};
+pub use deliver::{deliver_session, Deliverer, DeliveryReport};
 pub use sweep::{
     activity, decide_now, sweep_session, Activity, SweepOptions, SweepReport, DEFAULT_IDLE_AFTER,
 };

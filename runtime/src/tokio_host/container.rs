@@ -18,12 +18,13 @@ use tokio::runtime::Handle;
 /// SQLite calls, which is fine there. While it runs, the loop touches the heartbeat and
 /// enforces the batch's deadline exactly as for a sync handler (see [`crate::container`]).
 pub trait AsyncHandler: Send + 'static {
-    /// Handles one batch (see [`Container::run`]'s handler).
-    fn handle<'a>(
-        &'a mut self,
-        ctx: &'a HandlerContext<'a>,
-        batch: &'a Batch,
-    ) -> impl Future<Output = Result<Handled, RuntimeError>> + 'a;
+    /// Handles one batch (see [`Container::run`]'s handler). Implementations may write
+    /// `async fn handle(&mut self, ctx: &HandlerContext<'_>, batch: &Batch) -> Result<..>`.
+    fn handle(
+        &mut self,
+        ctx: &HandlerContext<'_>,
+        batch: &Batch,
+    ) -> impl Future<Output = Result<Handled, RuntimeError>>;
 }
 
 /// An [`AsyncHandler`] made of a closure over an owned batch (see [`handler_fn`]).
@@ -66,11 +67,11 @@ where
     F: FnMut(Batch) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Handled, RuntimeError>> + 'static,
 {
-    fn handle<'a>(
-        &'a mut self,
-        _ctx: &'a HandlerContext<'a>,
-        batch: &'a Batch,
-    ) -> impl Future<Output = Result<Handled, RuntimeError>> + 'a {
+    fn handle(
+        &mut self,
+        _ctx: &HandlerContext<'_>,
+        batch: &Batch,
+    ) -> impl Future<Output = Result<Handled, RuntimeError>> {
         (self.f)(batch.clone())
     }
 }
@@ -119,7 +120,9 @@ pub async fn run_container_async<H: AsyncHandler>(
     let handle = Handle::current();
     let mut handler = handler;
     run_on_blocking_thread(opts, stop, move |container, flag| {
-        container.run(flag, |ctx, batch| handle.block_on(handler.handle(ctx, batch)))
+        container.run(flag, |ctx, batch| {
+            handle.block_on(handler.handle(ctx, batch))
+        })
     })
     .await
 }

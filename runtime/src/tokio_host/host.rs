@@ -166,7 +166,11 @@ impl SessionPass {
 
     /// The errors of the two parts.
     pub fn errors(&self) -> impl Iterator<Item = &RuntimeError> {
-        self.sweep.as_ref().err().into_iter().chain(self.delivery.as_ref().err())
+        self.sweep
+            .as_ref()
+            .err()
+            .into_iter()
+            .chain(self.delivery.as_ref().err())
     }
 
     /// True when either part panicked.
@@ -524,7 +528,11 @@ impl HostHandle {
 
     /// The sessions served, in folder order.
     pub fn sessions(&self) -> Vec<PathBuf> {
-        lock(&self.shared.registry).sessions.keys().cloned().collect()
+        lock(&self.shared.registry)
+            .sessions
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// The host view of a served session.
@@ -701,7 +709,10 @@ impl<C: AsyncContainerControl, D: AsyncDeliverer> Runner<C, D> {
         self.outstanding.insert(pass, (picked.len(), tally));
         for slot in picked {
             let dir = slot.host.paths().dir.clone();
-            let id = self.tasks.spawn(serve(Arc::clone(&self.ctx), slot, pass)).id();
+            let id = self
+                .tasks
+                .spawn(serve(Arc::clone(&self.ctx), slot, pass))
+                .id();
             self.meta.insert(id, (dir, Some(pass)));
         }
     }
@@ -806,7 +817,8 @@ impl<C: AsyncContainerControl, D: AsyncDeliverer> Runner<C, D> {
         if matches!(stop.result, Ok(true)) {
             self.summary.containers_stopped.push(stop.session.clone());
         }
-        self.shared.emit(HostEvent::ContainerStopped(Arc::new(stop)));
+        self.shared
+            .emit(HostEvent::ContainerStopped(Arc::new(stop)));
     }
 
     /// The graceful shutdown (see [`AsyncHost::run`]).
@@ -863,8 +875,7 @@ impl<C: AsyncContainerControl, D: AsyncDeliverer> Runner<C, D> {
         while let Some(done) = self.tasks.join_next_with_id().await {
             self.finished(done);
         }
-        self.shared
-            .emit(HostEvent::Stopped(self.summary.clone()));
+        self.shared.emit(HostEvent::Stopped(self.summary.clone()));
         self.summary
     }
 }

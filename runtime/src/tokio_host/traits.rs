@@ -30,7 +30,8 @@ pub trait AsyncContainerControl: Send + Sync + 'static {
         reason: &KillReason,
     ) -> impl Future<Output = Result<(), CallerError>> + Send;
     /// Starts a container for the session.
-    fn start(&self, session: &SessionPaths) -> impl Future<Output = Result<(), CallerError>> + Send;
+    fn start(&self, session: &SessionPaths)
+        -> impl Future<Output = Result<(), CallerError>> + Send;
 }
 
 /// The caller's link to the chat platform, from async code: the async form of [`Deliverer`].
@@ -66,7 +67,10 @@ impl<T: AsyncContainerControl> AsyncContainerControl for Arc<T> {
         (**self).kill(session, reason)
     }
 
-    fn start(&self, session: &SessionPaths) -> impl Future<Output = Result<(), CallerError>> + Send {
+    fn start(
+        &self,
+        session: &SessionPaths,
+    ) -> impl Future<Output = Result<(), CallerError>> + Send {
         (**self).start(session)
     }
 }
@@ -273,7 +277,8 @@ pub(crate) struct BlockOn<'a, C> {
 
 impl<C: AsyncContainerControl> ContainerControl for BlockOn<'_, C> {
     fn is_running(&mut self, session: &SessionPaths) -> bool {
-        let asked = async { tokio::time::timeout(self.timeout, self.control.is_running(session)).await };
+        let asked =
+            async { tokio::time::timeout(self.timeout, self.control.is_running(session)).await };
         match self.handle.block_on(asked) {
             Ok(running) => running,
             Err(_) => {
@@ -299,7 +304,8 @@ impl<C: AsyncContainerControl> ContainerControl for BlockOn<'_, C> {
     }
 
     fn start(&mut self, session: &SessionPaths) -> Result<(), CallerError> {
-        let starting = async { tokio::time::timeout(self.timeout, self.control.start(session)).await };
+        let starting =
+            async { tokio::time::timeout(self.timeout, self.control.start(session)).await };
         self.handle
             .block_on(starting)
             .unwrap_or_else(|_| Err(format!("start timed out after {:?}", self.timeout).into()))

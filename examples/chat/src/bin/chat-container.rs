@@ -14,7 +14,6 @@ use sessionbus_runtime::container::{ContainerOptions, Handled, HandlerContext};
 use sessionbus_runtime::error::RuntimeError;
 use sessionbus_runtime::tokio_host::{run_container_async, AsyncHandler, StopToken};
 use sessionbus_runtime::{Batch, MessageKind, NewOutbound};
-use std::future::Future;
 use std::process::ExitCode;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -23,26 +22,27 @@ use tokio::signal::unix::{signal, SignalKind};
 struct Reverse;
 
 impl AsyncHandler for Reverse {
-    fn handle<'a>(
-        &'a mut self,
-        ctx: &'a HandlerContext<'a>,
-        batch: &'a Batch,
-    ) -> impl Future<Output = Result<Handled, RuntimeError>> + 'a {
-        async move {
-            let mut turn: u64 = ctx.continuation()?.and_then(|c| c.parse().ok()).unwrap_or(0);
-            let mut replies = Vec::new();
-            for m in &batch.messages {
-                if !matches!(m.kind, MessageKind::Chat | MessageKind::ChatSdk) || !m.trigger {
-                    continue;
-                }
-                turn += 1;
-                let reversed: String = m.text().unwrap_or_default().chars().rev().collect();
-                let text = format!("{reversed} (turn {turn})");
-                replies.push(NewOutbound::reply_to(format!("{}-re", m.id), m, &text));
+    async fn handle(
+        &mut self,
+        ctx: &HandlerContext<'_>,
+        batch: &Batch,
+    ) -> Result<Handled, RuntimeError> {
+        let mut turn: u64 = ctx
+            .continuation()?
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let mut replies = Vec::new();
+        for m in &batch.messages {
+            if !matches!(m.kind, MessageKind::Chat | MessageKind::ChatSdk) || !m.trigger {
+                continue;
             }
-            ctx.set_continuation(&turn.to_string())?;
-            Ok(Handled::completed(replies))
+            turn += 1;
+            let reversed: String = m.text().unwrap_or_default().chars().rev().collect();
+            let text = format!("{reversed} (turn {turn})");
+            replies.push(NewOutbound::reply_to(format!("{}-re", m.id), m, &text));
         }
+        ctx.set_continuation(&turn.to_string())?;
+        Ok(Handled::completed(replies))
     }
 }
 
@@ -80,7 +80,10 @@ async fn main() -> ExitCode {
     }
     match run_container_async(opts, stop, Reverse).await {
         Ok(summary) => {
-            eprintln!("chat-container: stopped after {} message(s)", summary.completed);
+            eprintln!(
+                "chat-container: stopped after {} message(s)",
+                summary.completed
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -21,7 +21,9 @@ use sessionbus_runtime::mount_plan::GroupMounts;
 use sessionbus_runtime::tokio_host::{
     deliver_fn, AsyncHost, ContainerPolicy, HostEvent, HostOptions, SyncControl,
 };
-use sessionbus_runtime::{provision, HostSession, NewMessage, Ownership, SessionPaths, SystemClock};
+use sessionbus_runtime::{
+    provision, HostSession, NewMessage, Ownership, SessionPaths, SystemClock,
+};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,7 +57,10 @@ fn parse_args() -> Result<Args, String> {
                 let v = value()?;
                 let (uid, gid) = v.split_once(':').ok_or("--sandbox takes UID:GID")?;
                 let id = |s: &str| s.parse::<u32>().map_err(|e| format!("--sandbox: {e}"));
-                sandbox = Some(Ownership { uid: id(uid)?, gid: id(gid)? });
+                sandbox = Some(Ownership {
+                    uid: id(uid)?,
+                    gid: id(gid)?,
+                });
             }
             _ if arg.starts_with("--") => return Err(format!("unknown option {arg}")),
             _ => messages.push(arg),
@@ -98,7 +103,8 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     let data_dir = args.data_dir.canonicalize().map_err(|e| err(&e))?;
     let container = args.container.canonicalize().map_err(|e| err(&e))?;
     let agents = data_dir.join("agents");
-    let group = GroupMounts::for_group(&data_dir, "chat", agents.join("chat")).map_err(|e| err(&e))?;
+    let group =
+        GroupMounts::for_group(&data_dir, "chat", agents.join("chat")).map_err(|e| err(&e))?;
     let quick = r#"{"pollIntervalIdleMs": 100, "pollIntervalActiveMs": 50}"#;
     let config = ContainerConfig::from_str(quick, "container.json").map_err(|e| err(&e))?;
     prepare_group(&group, args.sandbox, &config).map_err(|e| err(&e))?;
@@ -118,13 +124,17 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         let reply_tx = reply_tx.clone();
         async move {
             let reply = Reply {
-                session: session.dir.file_name().map_or_else(String::new, |n| {
-                    n.to_string_lossy().into_owned()
-                }),
+                session: session
+                    .dir
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
                 in_reply_to: row.message.in_reply_to.clone(),
                 text: row.message.text().unwrap_or_default(),
             };
-            reply_tx.send(reply).await.map_err(|_| "the chat is closed")?;
+            reply_tx
+                .send(reply)
+                .await
+                .map_err(|_| "the chat is closed")?;
             Ok(None)
         }
     });
@@ -138,8 +148,8 @@ async fn run(args: Args) -> Result<ExitCode, String> {
 
     let mut dirs = Vec::new();
     for i in 0..args.sessions {
-        let paths = SessionPaths::in_data_dir(&data_dir, "chat", &format!("s{i}"))
-            .map_err(|e| err(&e))?;
+        let paths =
+            SessionPaths::in_data_dir(&data_dir, "chat", &format!("s{i}")).map_err(|e| err(&e))?;
         provision(&paths, args.sandbox, &SystemClock).map_err(|e| err(&e))?;
         handle.add_session(HostSession::open(&paths.dir));
         dirs.push(paths.dir);
