@@ -14,7 +14,7 @@ use sessionbus_runtime::host::{Accepted, Deliverer, SweepOutcome};
 use sessionbus_runtime::liveness::KillReason;
 use sessionbus_runtime::tokio_host::{
     run_container_async, AsyncDeliverer, AsyncHandler, AsyncHost, ContainerPolicy, HostEvent,
-    HostHandle, HostOptions, StopToken, SyncControl,
+    HostHandle, HostOptions, StopToken, SyncControl, SyncDeliverer,
 };
 use sessionbus_runtime::{AckStatus, Batch, Clock, DueOutbound, NewMessage, NewOutbound};
 use sessionbus_runtime::{HostSession, SessionPaths};
@@ -369,11 +369,18 @@ async fn a_hung_hand_off_is_abandoned_after_the_grace_and_delivered_by_the_next_
         "ContainerPolicy::Leave by default"
     );
 
+    // The next host is stopped through a token of the caller's (a signal handler's, say).
     let next = Arc::new(Platform::default());
-    let (handle, _events, run) = start_host(&control, &next, opts(), &[&s]);
+    let token = StopToken::new();
+    let host = AsyncHost::new(SyncControl::new(control.clone()), Arc::clone(&next), opts())
+        .with_stop_token(token.clone());
+    let handle = host.handle();
+    assert!(handle.add_session(s.host()));
+    let run = tokio::spawn(host.run());
     wait_until("delivered by the next host", || next.capture.count() == 1).await;
-    handle.shutdown();
+    token.stop();
     tokio::time::timeout(LONG, run).await.unwrap().unwrap();
+    assert!(handle.is_stopping());
     assert_eq!(next.capture.attempts(), [("r-x".to_string(), 2, true)]);
 }
 
@@ -628,4 +635,45 @@ async fn the_container_loop_runs_an_async_handler_until_the_token_stops_it() {
         .unwrap();
     assert_eq!((summary.completed, summary.clears), (3, 1), "{summary:?}");
     assert!(host.pending_claims().unwrap().is_empty());
+}
+
+/// The sync fakes through the adapters: a start that fails is retried (after the sweeper's
+/// backoff), a refused hand-off is tried again with the next attempt number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_controls_and_deliverers_work_through_the_adapters() {
+    let clock = ManualClock::new();
+    let s = session_with_reply(&clock, "a");
+    s.host()
+        .inbound()
+        .write_message(&message("m-wake", "wake up").build())
+        .unwrap();
+    let control = FakeControl::new();
+    control.fail_next_starts(1);
+    let capture = CapturingDeliverer::new();
+    capture.fail_next(2);
+    let host = AsyncHost::new(
+        SyncControl::new(control.clone()),
+        SyncDeliverer::new(capture.clone()),
+        opts(),
+    );
+    let handle = host.handle();
+    handle.add_session(s.host());
+    let run = tokio::spawn(host.run());
+    wait_until("started on the second try", || {
+        control.starts() == [s.dir()]
+    })
+    .await;
+    assert_eq!(control.starts_of(s.dir()), 2);
+    wait_until("delivered on the third attempt", || capture.count() == 1).await;
+    assert_eq!(
+        capture.attempts(),
+        [
+            ("r-a".to_string(), 1, false),
+            ("r-a".to_string(), 2, false),
+            ("r-a".to_string(), 3, true)
+        ]
+    );
+    handle.shutdown();
+    let summary = tokio::time::timeout(LONG, run).await.unwrap().unwrap();
+    assert_eq!(summary.delivered, 1);
 }

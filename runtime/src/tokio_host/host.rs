@@ -372,6 +372,8 @@ pub struct AsyncHost<C, D> {
     opts: HostOptions,
     next_occurrence: Arc<NextOccurrenceFn>,
     shared: Arc<Shared>,
+    /// A caller's token that also stops the host.
+    linked: Option<StopToken>,
 }
 
 impl<C: AsyncContainerControl, D: AsyncDeliverer> AsyncHost<C, D> {
@@ -390,6 +392,7 @@ impl<C: AsyncContainerControl, D: AsyncDeliverer> AsyncHost<C, D> {
                 events,
                 sweep: opts.sweep,
             }),
+            linked: None,
         }
     }
 
@@ -403,12 +406,10 @@ impl<C: AsyncContainerControl, D: AsyncDeliverer> AsyncHost<C, D> {
         self
     }
 
-    /// The same host stopped by `token` (a token shared with a signal handler, say) instead
-    /// of its own.
+    /// The same host, also stopped by `token` (a token shared with a signal handler, say):
+    /// its stop starts the same graceful shutdown as [`HostHandle::shutdown`].
     pub fn with_stop_token(mut self, token: StopToken) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.stop = token;
-        }
+        self.linked = Some(token);
         self
     }
 
@@ -430,6 +431,14 @@ impl<C: AsyncContainerControl, D: AsyncDeliverer> AsyncHost<C, D> {
     /// build); works on the current-thread and the multi-thread scheduler alike.
     pub async fn run(self) -> HostSummary {
         let stop = self.shared.stop.clone();
+        let linked = self.linked.clone();
+        let linked_stopped = async move {
+            match linked {
+                Some(token) => token.stopped().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(linked_stopped);
         let shared = Arc::clone(&self.shared);
         let mut runner = Runner {
             permits: Arc::new(Semaphore::new(self.opts.concurrency.max(1))),
@@ -453,6 +462,10 @@ impl<C: AsyncContainerControl, D: AsyncDeliverer> AsyncHost<C, D> {
             tokio::select! {
                 biased;
                 () = stop.stopped() => break,
+                () = &mut linked_stopped => {
+                    stop.stop();
+                    break;
+                }
                 Some(done) = runner.tasks.join_next_with_id() => runner.finished(done),
                 _ = ticks.tick() => {
                     runner.schedule(true);
@@ -560,7 +573,8 @@ impl HostHandle {
     /// [`crate::host::accept_chat`]), on a blocking thread, then wakes the session so that its
     /// container is started (or the denial delivered) without waiting for the next tick.
     /// `is_admin` runs on that thread, and only for admin commands. Fails with
-    /// [`RuntimeError::UnknownSession`] for a session this host does not serve.
+    /// [`RuntimeError::UnknownSession`] for a session this host does not serve. It still
+    /// writes once the host is shutting down (the message waits for the next host).
     pub async fn accept_chat(
         &self,
         dir: &Path,
@@ -596,7 +610,7 @@ impl HostHandle {
         self.shared.stop.is_stopped()
     }
 
-    /// The host's stop token.
+    /// The host's own stop token (stopping it is [`HostHandle::shutdown`]).
     pub fn stop_token(&self) -> StopToken {
         self.shared.stop.clone()
     }
