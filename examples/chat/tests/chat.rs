@@ -1,10 +1,12 @@
 //! End to end: `chat-host` serving several sessions, each container a `chat-container` process
-//! started through the runtime's `ChildControl` (or `SandboxControl`: bubblewrap, as uid 1000;
+//! started through the runtime's `ChildControl` or `SandboxControl` (bubblewrap, as uid 1000:
 //! the tests run as root), through real files; and the container alone stopping on SIGTERM.
 
 use sessionbus_runtime::{provision, SessionPaths, SystemClock};
-use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::fs::Permissions;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const HOST: &str = env!("CARGO_BIN_EXE_chat-host");
@@ -12,118 +14,73 @@ const CONTAINER: &str = env!("CARGO_BIN_EXE_chat-container");
 /// Generous: the machine may be busy. No test checks how fast anything is.
 const LONG: Duration = Duration::from_secs(180);
 
-/// Waits for `child` to exit (killing it after [`LONG`]) and returns its status and output.
-fn finish(mut child: Child) -> (std::process::ExitStatus, String, String) {
+/// Waits for `child` to exit (killing it after [`LONG`]); its status, stdout and stderr.
+fn finish(mut child: Child) -> (ExitStatus, String, String) {
     let end = Instant::now() + LONG;
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+        match child.try_wait().unwrap() {
+            Some(status) => break status,
+            None if Instant::now() > end => {
+                let _ = child.kill();
+                panic!("still running after {LONG:?}");
+            }
+            None => std::thread::sleep(Duration::from_millis(50)),
         }
-        if Instant::now() > end {
-            let _ = child.kill();
-            panic!("still running after {LONG:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
     };
-    let (mut out, mut err) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let out = std::io::read_to_string(child.stdout.take().unwrap()).unwrap();
+    let err = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
     (status, out, err)
 }
 
-fn host(data: &std::path::Path, sessions: &str, messages: &[&str]) -> Command {
-    let mut cmd = Command::new(HOST);
-    cmd.args([
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--container",
-        CONTAINER,
-    ])
-    .args(["--sessions", sessions, "--timeout-secs", "170"])
-    .args(messages)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    cmd
+/// Runs `chat-host` over a new data dir with `args` (split at spaces), `input` on stdin; its
+/// sorted stdout lines and stderr, once it exited 0.
+fn chat(args: &str, input: &str) -> (Vec<String>, String) {
+    let data = tempfile::tempdir().unwrap();
+    // A sandboxed container's user must reach the data dir.
+    std::fs::set_permissions(data.path(), Permissions::from_mode(0o755)).unwrap();
+    let dir = data.path().to_str().unwrap();
+    let mut child = Command::new(HOST)
+        .args([
+            "--data-dir",
+            dir,
+            "--container",
+            CONTAINER,
+            "--timeout-secs",
+            "170",
+        ])
+        .args(args.split(' '))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let (status, out, err) = finish(child);
+    assert!(status.success(), "{status}\nstdout:\n{out}\nstderr:\n{err}");
+    let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
+    lines.sort_unstable();
+    (lines, err)
 }
 
 #[test]
-fn the_host_serves_three_sessions_through_real_containers() {
-    let data = tempfile::tempdir().unwrap();
-    let msgs = [
-        "0:hello", "1:abc", "0:world", "2:/clear", "2:xyz", "1:/help",
-    ];
-    let child = host(data.path(), "3", &msgs)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (status, out, err) = finish(child);
-    assert!(status.success(), "{status}\nstdout:\n{out}\nstderr:\n{err}");
-    let mut lines: Vec<&str> = out.lines().collect();
-    lines.sort_unstable();
-    assert_eq!(
-        lines,
-        [
-            "s0 <- dlrow (turn 2)",
-            "s0 <- olleh (turn 1)",
-            "s1 <- cba (turn 1)",
-            "s2 <- Session cleared.",
-            "s2 <- zyx (turn 1)",
-        ],
-        "stderr:\n{err}"
-    );
+fn the_host_serves_three_sessions_through_child_processes() {
+    let args = "--sessions 3 0:hello 1:abc 0:world 2:/clear 2:xyz 1:/help";
+    let (lines, err) = chat(args, "");
+    let want = "s0 <- dlrow (turn 2)|s0 <- olleh (turn 1)|s1 <- cba (turn 1)|\
+                s2 <- Session cleared.|s2 <- zyx (turn 1)";
+    assert_eq!(lines.join("|"), want, "stderr:\n{err}");
     assert!(err.contains("/help is filtered"), "{err}");
     assert!(err.contains("3 container(s) stopped"), "{err}");
 }
 
 #[test]
-fn the_host_serves_sessions_in_bubblewrap() {
-    let data = tempfile::tempdir().unwrap();
-    // The sandbox's user must reach the data dir.
-    let open = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-    std::fs::set_permissions(data.path(), open).unwrap();
-    let msgs = ["--sandbox", "1000:1000", "0:hello", "1:/clear", "1:abc"];
-    let child = host(data.path(), "2", &msgs)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (status, out, err) = finish(child);
-    assert!(status.success(), "{status}\nstdout:\n{out}\nstderr:\n{err}");
-    let mut lines: Vec<&str> = out.lines().collect();
-    lines.sort_unstable();
-    let want = [
-        "s0 <- olleh (turn 1)",
-        "s1 <- Session cleared.",
-        "s1 <- cba (turn 1)",
-    ];
-    assert_eq!(lines, want, "stderr:\n{err}");
-}
-
-#[test]
-fn the_host_reads_chat_from_stdin() {
-    let data = tempfile::tempdir().unwrap();
-    let mut child = host(data.path(), "2", &[])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"1:ping\n\n")
-        .unwrap();
-    let (status, out, err) = finish(child);
-    assert!(status.success(), "{status}\nstderr:\n{err}");
-    assert_eq!(out, "s1 <- gnip (turn 1)\n", "stderr:\n{err}");
+fn the_host_serves_sessions_in_bubblewrap_with_chat_from_stdin() {
+    let input = "0:hi\n1:/clear\n1:abc\n";
+    let (lines, err) = chat("--sessions 2 --sandbox 1000:1000", input);
+    let want = "s0 <- ih (turn 1)|s1 <- Session cleared.|s1 <- cba (turn 1)";
+    assert_eq!(lines.join("|"), want, "stderr:\n{err}");
 }
 
 #[test]
@@ -142,11 +99,12 @@ fn the_container_stops_on_sigterm() {
         assert!(Instant::now() < end, "the container never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
         .status()
-        .unwrap();
-    assert!(killed.success());
+        .unwrap()
+        .success());
     let (status, _, err) = finish(child);
     assert!(status.success(), "{status}: {err}");
     assert!(err.contains("stopped after 0 message(s)"), "{err}");

@@ -97,17 +97,20 @@ async fn main() -> ExitCode {
     }
 }
 
+/// An error as the line it prints.
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
 async fn run(args: Args) -> Result<ExitCode, String> {
-    let err = |e: &dyn std::fmt::Display| e.to_string();
-    std::fs::create_dir_all(&args.data_dir).map_err(|e| err(&e))?;
-    let data_dir = args.data_dir.canonicalize().map_err(|e| err(&e))?;
-    let container = args.container.canonicalize().map_err(|e| err(&e))?;
+    std::fs::create_dir_all(&args.data_dir).map_err(text)?;
+    let data_dir = args.data_dir.canonicalize().map_err(text)?;
+    let container = args.container.canonicalize().map_err(text)?;
     let agents = data_dir.join("agents");
-    let group =
-        GroupMounts::for_group(&data_dir, "chat", agents.join("chat")).map_err(|e| err(&e))?;
+    let group = GroupMounts::for_group(&data_dir, "chat", agents.join("chat")).map_err(text)?;
     let quick = r#"{"pollIntervalIdleMs": 100, "pollIntervalActiveMs": 50}"#;
-    let config = ContainerConfig::from_str(quick, "container.json").map_err(|e| err(&e))?;
-    prepare_group(&group, args.sandbox, &config).map_err(|e| err(&e))?;
+    let config = ContainerConfig::from_str(quick, "container.json").map_err(text)?;
+    prepare_group(&group, args.sandbox, &config).map_err(text)?;
     let control: Box<dyn ContainerControl + Send> = match args.sandbox {
         None => {
             let extra = vec!["--config".into(), group.container_json.clone().into()];
@@ -127,7 +130,9 @@ async fn run(args: Args) -> Result<ExitCode, String> {
                 session: session
                     .dir
                     .file_name()
-                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into(),
                 in_reply_to: row.message.in_reply_to.clone(),
                 text: row.message.text().unwrap_or_default(),
             };
@@ -148,9 +153,8 @@ async fn run(args: Args) -> Result<ExitCode, String> {
 
     let mut dirs = Vec::new();
     for i in 0..args.sessions {
-        let paths =
-            SessionPaths::in_data_dir(&data_dir, "chat", &format!("s{i}")).map_err(|e| err(&e))?;
-        provision(&paths, args.sandbox, &SystemClock).map_err(|e| err(&e))?;
+        let paths = SessionPaths::in_data_dir(&data_dir, "chat", &format!("s{i}")).map_err(text)?;
+        provision(&paths, args.sandbox, &SystemClock).map_err(text)?;
         handle.add_session(HostSession::open(&paths.dir));
         dirs.push(paths.dir);
     }
@@ -168,7 +172,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         });
     } else {
         for m in args.messages {
-            line_tx.send(m).await.map_err(|e| err(&e))?;
+            line_tx.send(m).await.map_err(text)?;
         }
         drop(line_tx);
     }
@@ -187,19 +191,18 @@ async fn run(args: Args) -> Result<ExitCode, String> {
                     input_open = false;
                     continue;
                 };
-                let (i, text) = match line.split_once(':') {
-                    Some((n, text)) if n.parse::<usize>().is_ok_and(|n| n < dirs.len()) => {
-                        (n.parse::<usize>().unwrap_or(0), text)
-                    }
+                let to = line.split_once(':').and_then(|(n, t)| Some((n.parse().ok()?, t)));
+                let (i, chat) = match to {
+                    Some((i, chat)) if i < dirs.len() => (i, chat),
                     _ => (0, line.as_str()),
                 };
-                if text.trim().is_empty() {
+                if chat.trim().is_empty() {
                     continue;
                 }
                 sent += 1;
                 let id = format!("c{sent}");
-                let msg = NewMessage::chat(&id, text);
-                match handle.accept_chat(&dirs[i], msg, || true).await.map_err(|e| err(&e))? {
+                let msg = NewMessage::chat(&id, chat);
+                match handle.accept_chat(&dirs[i], msg, || true).await.map_err(text)? {
                     Accepted::Filtered { command } => eprintln!("chat-host: {command} is filtered"),
                     _ => {
                         waiting.insert(id);
@@ -208,7 +211,9 @@ async fn run(args: Args) -> Result<ExitCode, String> {
             }
             Some(reply) = replies.recv() => {
                 println!("{} <- {}", reply.session, reply.text);
-                reply.in_reply_to.map(|id| waiting.remove(&id));
+                if let Some(id) = &reply.in_reply_to {
+                    waiting.remove(id);
+                }
             }
             Ok(HostEvent::Session(pass)) = events.recv() => {
                 for e in pass.errors() {
@@ -222,7 +227,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         }
     };
     handle.shutdown();
-    let summary = running.await.map_err(|e| err(&e))?;
+    let summary = running.await.map_err(text)?;
     eprintln!(
         "chat-host: {} passes, {} replies delivered, {} container(s) stopped",
         summary.passes,
