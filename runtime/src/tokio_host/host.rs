@@ -441,7 +441,7 @@ impl<C: AsyncContainerControl, D: AsyncDeliverer> AsyncHost<C, D> {
         tokio::pin!(linked_stopped);
         let shared = Arc::clone(&self.shared);
         let mut runner = Runner {
-            permits: Arc::new(Semaphore::new(self.opts.concurrency.max(1))),
+            stop_permits: Arc::new(Semaphore::new(self.opts.concurrency.max(1))),
             ctx: Arc::new(Ctx {
                 control: self.control,
                 deliverer: self.deliverer,
@@ -625,8 +625,9 @@ enum Done {
 /// The loop's own state.
 struct Runner<C, D> {
     ctx: Arc<Ctx<C, D>>,
-    /// Permits for container stops at shutdown (the sessions' own are in `ctx`).
-    permits: Arc<Semaphore>,
+    /// Permits for the container stops at shutdown, apart from the sessions' own (in `ctx`):
+    /// an abandoned pass may hold one of those for good.
+    stop_permits: Arc<Semaphore>,
     shared: Arc<Shared>,
     tasks: JoinSet<Done>,
     /// Each task's session and pass (`None`: a container stop).
@@ -879,7 +880,7 @@ impl<C: AsyncContainerControl, D: AsyncDeliverer> Runner<C, D> {
             let dir = paths.dir.clone();
             let task = stop_container(
                 Arc::clone(&self.ctx),
-                Arc::clone(&self.permits),
+                Arc::clone(&self.stop_permits),
                 paths,
                 reason,
             );
