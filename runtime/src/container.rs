@@ -69,7 +69,7 @@
 //! ```
 
 use crate::config::{ConfigError, ContainerConfig, CONTAINER_JSON_PATH, MAX_HANDLER_TIMEOUT_MS};
-use crate::error::RuntimeError;
+use crate::error::{panic_detail, RuntimeError};
 use crate::freshness::{FreshnessWatch, DEFAULT_FROZEN_VIEW_AFTER};
 use crate::heartbeat;
 use sessionbus_schema::{Clock, SystemClock, Timestamp};
@@ -380,17 +380,6 @@ impl HandlerFailure {
                 deadline_ms,
             },
         }
-    }
-}
-
-/// A panic's message, when it is text.
-fn panic_detail(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic whose payload is not text".to_owned()
     }
 }
 

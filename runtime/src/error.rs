@@ -26,6 +26,20 @@ pub enum RuntimeError {
         /// The panic message.
         detail: String,
     },
+    /// A session the caller named is not one the async host serves (see
+    /// `tokio_host::HostHandle::accept_chat`, feature `tokio`).
+    #[error("session {}: not served by this host (add it first)", session.display())]
+    UnknownSession {
+        /// The session folder named.
+        session: PathBuf,
+    },
+    /// The async runtime shut down before a session's blocking work reported back (feature
+    /// `tokio`).
+    #[error("session {}: the runtime shut down before the work finished", session.display())]
+    Cancelled {
+        /// The session folder.
+        session: PathBuf,
+    },
     /// The caller's container control failed (start or kill).
     #[error("session {session}: container control failed to {action}: {source}")]
     Control {
@@ -86,6 +100,17 @@ pub enum RuntimeError {
         /// The deadline that passed, in milliseconds after the batch was claimed.
         deadline_ms: u64,
     },
+}
+
+/// A panic's message, when it is text.
+pub(crate) fn panic_detail(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic whose payload is not text".to_owned()
+    }
 }
 
 /// Up to three message ids for an error message, and how many more there were.

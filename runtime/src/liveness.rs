@@ -135,6 +135,11 @@ pub enum KillReason {
         /// The tolerance it exceeded ([`claim_tolerance_ms`]).
         tolerance_ms: i64,
     },
+    /// The host is shutting down and was told to stop its containers (the async host's
+    /// `ContainerPolicy::Stop`, feature `tokio`).
+    HostShutdown,
+    /// The session was removed from the host, which was told to stop its container.
+    SessionRemoved,
 }
 
 impl fmt::Display for KillReason {
@@ -164,6 +169,8 @@ impl fmt::Display for KillReason {
                 "message {message_id} claimed {claim_age_ms} ms ago with no heartbeat since \
                  (tolerance {tolerance_ms} ms)"
             ),
+            KillReason::HostShutdown => write!(f, "the host is shutting down"),
+            KillReason::SessionRemoved => write!(f, "the session was removed from the host"),
         }
     }
 }

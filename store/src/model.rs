@@ -194,6 +194,22 @@ impl MessageIn {
     pub fn content_json(&self) -> serde_json::Value {
         serde_json::from_str(&self.content).unwrap_or(serde_json::Value::Null)
     }
+
+    /// The `text` field of the JSON content, when there is one (a chat message's text).
+    pub fn text(&self) -> Option<String> {
+        text_of(&self.content)
+    }
+}
+
+/// The `text` string of JSON `content`.
+fn text_of(content: &str) -> Option<String> {
+    match serde_json::from_str::<serde_json::Value>(content).ok()? {
+        serde_json::Value::Object(mut map) => match map.remove("text")? {
+            serde_json::Value::String(text) => Some(text),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// A message the host writes to `messages_in`.
@@ -331,6 +347,13 @@ pub struct MessageOut {
     pub address: Address,
     /// JSON content.
     pub content: String,
+}
+
+impl MessageOut {
+    /// The `text` field of the JSON content, when there is one (a reply's text).
+    pub fn text(&self) -> Option<String> {
+        text_of(&self.content)
+    }
 }
 
 /// Where an outbound row to deliver comes from.

@@ -55,6 +55,11 @@ impl ManualClock {
         self.advance_ms(secs * 1000);
     }
 
+    /// The time, in milliseconds since the Unix epoch.
+    pub fn now_millis(&self) -> i64 {
+        self.millis.load(Ordering::SeqCst)
+    }
+
     /// The clock as the shared trait object sessions take.
     pub fn shared(&self) -> Arc<dyn Clock> {
         Arc::new(self.clone())

@@ -8,14 +8,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-/// A provisioned session folder in its own temp dir, with a shared manual clock. The folder
-/// is removed when this is dropped.
+/// A provisioned session folder in its own temp dir, with a manual clock its views share (its
+/// own, or one shared with other sessions: [`TempSession::with_clock`]). The folder is
+/// removed when this is dropped.
 pub struct TempSession {
     /// The temp dir (kept alive by this value).
     pub root: tempfile::TempDir,
     /// The session folder's paths.
     pub paths: SessionPaths,
-    /// The clock both views share.
+    /// The clock both views share (clones share the time).
     pub clock: ManualClock,
 }
 
@@ -42,6 +43,22 @@ impl TempSession {
 
     /// Like [`TempSession::new`], returning the error.
     pub fn try_new() -> Result<Self, String> {
+        TempSession::try_with_clock(ManualClock::new())
+    }
+
+    /// A fresh session folder whose views use `clock`, a clone of a clock other sessions
+    /// share (a host serving many sessions sees one time).
+    pub fn with_clock(clock: &ManualClock) -> Self {
+        TempSession::try_with_clock(clock.clone()).unwrap_or_else(|e| panic!("TempSession: {e}"))
+    }
+
+    /// `n` fresh session folders (each in its own temp dir) on one shared `clock`.
+    pub fn many(n: usize, clock: &ManualClock) -> Vec<Self> {
+        (0..n).map(|_| TempSession::with_clock(clock)).collect()
+    }
+
+    /// Like [`TempSession::with_clock`], returning the error.
+    pub fn try_with_clock(clock: ManualClock) -> Result<Self, String> {
         let root = tempfile::tempdir().map_err(|e| e.to_string())?;
         let paths = SessionPaths::new(root.path().join("v2-sessions/group-1/session-1"));
         std::fs::create_dir_all(&paths.container_dir).map_err(|e| e.to_string())?;
@@ -50,11 +67,7 @@ impl TempSession {
         std::fs::copy(&t.outbound, &paths.outbound).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&paths.inbox).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&paths.outbox).map_err(|e| e.to_string())?;
-        Ok(TempSession {
-            root,
-            paths,
-            clock: ManualClock::new(),
-        })
+        Ok(TempSession { root, paths, clock })
     }
 
     /// The session folder (the host's).

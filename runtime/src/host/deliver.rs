@@ -37,36 +37,97 @@ pub fn deliver_session(
     max_attempts: i64,
 ) -> Result<DeliveryReport, RuntimeError> {
     let mut report = DeliveryReport::default();
-    for row in host.due_outbound(1000)? {
-        let id = row.message.id.clone();
-        if row.attempts >= max_attempts {
-            host.inbound()
-                .record_delivery(&id, &DeliveryOutcome::Failed)?;
-            report.failed.push(id);
-            continue;
-        }
-        let attempt = host.inbound().start_delivery_attempt(&id)?;
-        match deliverer.deliver(&row, attempt) {
-            Ok(platform_message_id) => {
-                host.inbound().record_delivery(
-                    &id,
-                    &DeliveryOutcome::Delivered {
-                        platform_message_id,
-                    },
-                )?;
-                report.delivered.push(row);
+    for row in host.due_outbound(DELIVERY_BATCH)? {
+        let attempt = match begin_attempt(host, &row, max_attempts)? {
+            Begun::GaveUp => {
+                report.failed.push(row.message.id);
+                continue;
             }
-            Err(e) => {
-                host.inbound().note_delivery_error(&id, &e.to_string())?;
-                if attempt >= max_attempts {
-                    host.inbound()
-                        .record_delivery(&id, &DeliveryOutcome::Failed)?;
-                    report.failed.push(id);
-                } else {
-                    report.deferred.push(id);
-                }
+            Begun::Attempt(attempt) => attempt,
+        };
+        let handed = deliverer.deliver(&row, attempt);
+        let finished = finish_attempt(host, &row.message.id, attempt, handed, max_attempts)?;
+        report.note(row, finished);
+    }
+    Ok(report)
+}
+
+/// How many due rows one delivery pass reads at most.
+pub(crate) const DELIVERY_BATCH: usize = 1000;
+
+/// What [`begin_attempt`] did with a due row.
+pub(crate) enum Begun {
+    /// The row had used up its attempts: recorded failed, not to be handed over.
+    GaveUp,
+    /// This attempt (1 for the first) was counted: hand the row over now.
+    Attempt(i64),
+}
+
+/// How a hand-off ended, as recorded by [`finish_attempt`].
+pub(crate) enum Finished {
+    /// Recorded delivered.
+    Delivered,
+    /// Recorded failed after its last attempt.
+    Failed,
+    /// The attempt failed; the row is tried again on a later pass.
+    Deferred,
+}
+
+/// Before a hand-off: gives up on a row past `max_attempts` (recorded failed), else counts
+/// the attempt in inbound.db. One transaction.
+pub(crate) fn begin_attempt(
+    host: &HostSession,
+    row: &DueOutbound,
+    max_attempts: i64,
+) -> Result<Begun, RuntimeError> {
+    let id = &row.message.id;
+    if row.attempts >= max_attempts {
+        host.inbound()
+            .record_delivery(id, &DeliveryOutcome::Failed)?;
+        return Ok(Begun::GaveUp);
+    }
+    Ok(Begun::Attempt(host.inbound().start_delivery_attempt(id)?))
+}
+
+/// After a hand-off: records its outcome (delivered; or the error noted, and the row failed
+/// after its last attempt).
+pub(crate) fn finish_attempt(
+    host: &HostSession,
+    id: &str,
+    attempt: i64,
+    handed: Result<Option<String>, crate::control::CallerError>,
+    max_attempts: i64,
+) -> Result<Finished, RuntimeError> {
+    match handed {
+        Ok(platform_message_id) => {
+            host.inbound().record_delivery(
+                id,
+                &DeliveryOutcome::Delivered {
+                    platform_message_id,
+                },
+            )?;
+            Ok(Finished::Delivered)
+        }
+        Err(e) => {
+            host.inbound().note_delivery_error(id, &e.to_string())?;
+            if attempt >= max_attempts {
+                host.inbound()
+                    .record_delivery(id, &DeliveryOutcome::Failed)?;
+                Ok(Finished::Failed)
+            } else {
+                Ok(Finished::Deferred)
             }
         }
     }
-    Ok(report)
+}
+
+impl DeliveryReport {
+    /// Adds a finished hand-off of `row` to the report.
+    pub(crate) fn note(&mut self, row: DueOutbound, finished: Finished) {
+        match finished {
+            Finished::Delivered => self.delivered.push(row),
+            Finished::Failed => self.failed.push(row.message.id),
+            Finished::Deferred => self.deferred.push(row.message.id),
+        }
+    }
 }

@@ -13,6 +13,8 @@ mod sweep;
 mod sweeper;
 
 pub use accept::{accept_chat, Accepted};
+#[cfg(feature = "tokio")]
+pub(crate) use deliver::{begin_attempt, finish_attempt, Begun, DELIVERY_BATCH};
 pub use deliver::{deliver_session, Deliverer, DeliveryReport};
 pub use sweep::{
     activity, decide_now, sweep_session, Activity, SweepOptions, SweepReport, DEFAULT_IDLE_AFTER,
@@ -38,6 +40,22 @@ pub trait ContainerControl {
     fn start(&mut self, session: &SessionPaths) -> Result<(), CallerError>;
 }
 
+/// A boxed control is a control: a host can choose its control at run time
+/// (`Box<dyn ContainerControl + Send>`).
+impl<T: ContainerControl + ?Sized> ContainerControl for Box<T> {
+    fn is_running(&mut self, session: &SessionPaths) -> bool {
+        (**self).is_running(session)
+    }
+
+    fn kill(&mut self, session: &SessionPaths, reason: &KillReason) -> Result<(), CallerError> {
+        (**self).kill(session, reason)
+    }
+
+    fn start(&mut self, session: &SessionPaths) -> Result<(), CallerError> {
+        (**self).start(session)
+    }
+}
+
 /// One session's result in a pass over many.
 #[derive(Debug)]
 pub struct SessionOutcome<T> {
@@ -60,14 +78,9 @@ pub fn for_each_session<T>(
             session: h.paths().dir.clone(),
             result: std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(h)))
                 .unwrap_or_else(|panic| {
-                    let detail = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
                     Err(RuntimeError::Panicked {
                         session: h.paths().dir.clone(),
-                        detail,
+                        detail: crate::error::panic_detail(panic.as_ref()),
                     })
                 }),
         })
