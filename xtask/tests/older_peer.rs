@@ -153,13 +153,16 @@ fn examples() -> &'static Examples {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
             };
-            if let (Some(name), Some(path)) = (v["target"]["name"].as_str(), v["executable"].as_str())
+            if let (Some(name), Some(path)) =
+                (v["target"]["name"].as_str(), v["executable"].as_str())
             {
                 exe.insert(name.to_string(), PathBuf::from(path));
             }
         }
         Ok(Examples {
-            echo: exe.remove("echo_container").ok_or("cargo built no echo_container")?,
+            echo: exe
+                .remove("echo_container")
+                .ok_or("cargo built no echo_container")?,
             host: exe.remove("host").ok_or("cargo built no host")?,
         })
     });
@@ -198,9 +201,10 @@ impl Finished {
     }
 
     fn describe(&self) -> String {
-        let status = self
-            .status
-            .map_or_else(|| "killed by the test's timeout".to_string(), |s| s.to_string());
+        let status = self.status.map_or_else(
+            || "killed by the test's timeout".to_string(),
+            |s| s.to_string(),
+        );
         // The last lines are enough to see what went wrong.
         let tail: Vec<&str> = self.stderr.lines().rev().take(40).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
@@ -213,7 +217,7 @@ impl Finished {
 }
 
 /// Runs `cmd` to its end, or kills it after `timeout` (then `status` is `None`).
-fn run(mut cmd: Command, timeout: Duration) -> Finished {
+fn run_to_end(mut cmd: Command, timeout: Duration) -> Finished {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -287,7 +291,7 @@ fn older_host(data: &Path, session: &str, container: &Path, args: &[&str]) -> Fi
         .args(["--tick-ms", "100", "--sweep-ms", "250", "--poll-ms", "50"])
         .args(["--timeout-secs", "30"])
         .args(args);
-    run(cmd, Duration::from_secs(60))
+    run_to_end(cmd, Duration::from_secs(60))
 }
 
 /// The `host` example on `data`/`session`, its container the older one, in bubblewrap.
@@ -301,7 +305,7 @@ fn rust_host(data: &Path, session: &str, args: &[&str]) -> Finished {
         .args(["--tick-ms", "50", "--retry-backoff-ms", "100"])
         .args(["--timeout-secs", "40"])
         .args(args);
-    run(cmd, Duration::from_secs(70))
+    run_to_end(cmd, Duration::from_secs(70))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -376,7 +380,9 @@ fn answered_once(c: &mut Checks, seen: &[Reply], sent: &[(String, String)], labe
         let n = by_text.get(want.as_str()).copied().unwrap_or(0);
         c.check(
             n == 1,
-            format!("{label}: {id} ({text:?}) answered {n} time(s) with {want:?}; replies: {seen:?}"),
+            format!(
+                "{label}: {id} ({text:?}) answered {n} time(s) with {want:?}; replies: {seen:?}"
+            ),
         );
     }
     let ids: BTreeSet<&str> = seen.iter().map(|r| r.id.as_str()).collect();
@@ -521,9 +527,15 @@ fn check_files(c: &mut Checks, dir: &Path, sent: &[(String, String)]) {
         match by_id.get(id.as_str()) {
             Some(r) => c.check(
                 r.status == "completed",
-                format!("files: {id} ({text:?}) is {:?} in messages_in, not completed", r.status),
+                format!(
+                    "files: {id} ({text:?}) is {:?} in messages_in, not completed",
+                    r.status
+                ),
             ),
-            None => c.check(false, format!("files: {id} ({text:?}) is not in messages_in")),
+            None => c.check(
+                false,
+                format!("files: {id} ({text:?}) is not in messages_in"),
+            ),
         }
         let want = answer_to(text);
         let n = f.messages_out.iter().filter(|o| o.text == want).count();
@@ -534,7 +546,10 @@ fn check_files(c: &mut Checks, dir: &Path, sent: &[(String, String)]) {
     }
     c.check(
         f.claims.is_empty(),
-        format!("files: processing claims left in outbound.db: {:?}", f.claims),
+        format!(
+            "files: processing claims left in outbound.db: {:?}",
+            f.claims
+        ),
     );
     let undelivered: Vec<&str> = f
         .messages_out
@@ -551,21 +566,39 @@ fn check_files(c: &mut Checks, dir: &Path, sent: &[(String, String)]) {
     // Parity and uniqueness (SPEC section 5).
     let mut all = BTreeMap::new();
     for r in &f.messages_in {
-        c.check(r.seq % 2 == 0, format!("files: messages_in {} has odd seq {}", r.id, r.seq));
+        c.check(
+            r.seq % 2 == 0,
+            format!("files: messages_in {} has odd seq {}", r.id, r.seq),
+        );
         if let Some(other) = all.insert(r.seq, r.id.clone()) {
-            c.check(false, format!("files: seq {} used by {other} and {}", r.seq, r.id));
+            c.check(
+                false,
+                format!("files: seq {} used by {other} and {}", r.seq, r.id),
+            );
         }
     }
     for r in &f.host_replies {
-        c.check(r.seq % 2 == 0, format!("files: host reply {} has odd seq {}", r.id, r.seq));
+        c.check(
+            r.seq % 2 == 0,
+            format!("files: host reply {} has odd seq {}", r.id, r.seq),
+        );
         if let Some(other) = all.insert(r.seq, r.id.clone()) {
-            c.check(false, format!("files: seq {} used by {other} and {}", r.seq, r.id));
+            c.check(
+                false,
+                format!("files: seq {} used by {other} and {}", r.seq, r.id),
+            );
         }
     }
     for r in &f.messages_out {
-        c.check(r.seq % 2 == 1, format!("files: messages_out {} has even seq {}", r.id, r.seq));
+        c.check(
+            r.seq % 2 == 1,
+            format!("files: messages_out {} has even seq {}", r.id, r.seq),
+        );
         if let Some(other) = all.insert(r.seq, r.id.clone()) {
-            c.check(false, format!("files: seq {} used by {other} and {}", r.seq, r.id));
+            c.check(
+                false,
+                format!("files: seq {} used by {other} and {}", r.seq, r.id),
+            );
         }
     }
     // Host seqs grow in the order the messages were written.
@@ -582,7 +615,10 @@ fn check_files(c: &mut Checks, dir: &Path, sent: &[(String, String)]) {
         if let Some(to) = o.in_reply_to.as_deref().and_then(|id| by_id.get(id)) {
             c.check(
                 o.seq > to.seq,
-                format!("files: reply {} (seq {}) sorts before {} (seq {})", o.id, o.seq, to.id, to.seq),
+                format!(
+                    "files: reply {} (seq {}) sorts before {} (seq {})",
+                    o.id, o.seq, to.id, to.seq
+                ),
             );
         }
     }
@@ -727,7 +763,11 @@ fn converse(
             })
         });
     if let Err(e) = wiring {
-        return (Vec::new(), Vec::new(), Err(format!("projecting the wiring: {e}")));
+        return (
+            Vec::new(),
+            Vec::new(),
+            Err(format!("projecting the wiring: {e}")),
+        );
     }
     let opts = SweepOptions {
         retry: RetryPolicy {
@@ -807,12 +847,21 @@ fn a1_older_host_conversation_with_the_rust_container() {
     let run = older_host(&data, "s", &examples().echo, &args);
     let sent = pairs("t", ":g", &texts);
     let mut c = Checks::default();
-    c.check(run.ok(), format!("older host did not finish: {}", run.describe()));
+    c.check(
+        run.ok(),
+        format!("older host did not finish: {}", run.describe()),
+    );
     let seen = replies(&run.stdout);
     answered_once(&mut c, &seen, &sent, "replies");
     for (id, _) in &sent {
-        let named = seen.iter().filter(|r| r.in_reply_to.as_deref() == Some(id)).count();
-        c.check(named == 1, format!("replies: {named} reply(ies) name {id} in in_reply_to"));
+        let named = seen
+            .iter()
+            .filter(|r| r.in_reply_to.as_deref() == Some(id))
+            .count();
+        c.check(
+            named == 1,
+            format!("replies: {named} reply(ies) name {id} in in_reply_to"),
+        );
     }
     check_files(&mut c, &session_dir(&data, "s"), &sent);
     c.finish("A1 older host + Rust container: conversation");
@@ -828,7 +877,10 @@ fn a2_older_host_burst_before_the_rust_container_starts() {
     let run = older_host(&data, "s", &examples().echo, &args);
     let sent = pairs("t", ":g", &texts);
     let mut c = Checks::default();
-    c.check(run.ok(), format!("older host did not finish: {}", run.describe()));
+    c.check(
+        run.ok(),
+        format!("older host did not finish: {}", run.describe()),
+    );
     c.check(
         run.stderr.contains("started container") && !run.stderr.contains("a message was written"),
         "the burst was written before the container started".to_string(),
@@ -848,12 +900,19 @@ fn a3_older_host_clear_resets_the_rust_containers_conversation() {
     let run = older_host(&data, "s", &examples().echo, &args);
     let sent = pairs("t", ":g", &texts);
     let mut c = Checks::default();
-    c.check(run.ok(), format!("older host did not finish: {}", run.describe()));
+    c.check(
+        run.ok(),
+        format!("older host did not finish: {}", run.describe()),
+    );
     answered_once(&mut c, &replies(&run.stdout), &sent, "replies");
     let dir = session_dir(&data, "s");
     check_files(&mut c, &dir, &sent);
     // The turn counter restarted at /clear: one turn since.
-    c.eq(continuation(&dir), Some("1".to_string()), "continuation after /clear");
+    c.eq(
+        continuation(&dir),
+        Some("1".to_string()),
+        "continuation after /clear",
+    );
     c.finish("A3 older host + Rust container: /clear");
 }
 
@@ -861,8 +920,9 @@ fn a3_older_host_clear_resets_the_rust_containers_conversation() {
 fn a4_older_host_denies_an_admin_command_without_reaching_the_rust_container() {
     peer();
     let (_tmp, data) = data_dir();
+    // A burst: the gate decides on every message before the container starts.
     let texts = ["hello", "/cost", "/help", "bye"];
-    let mut args = vec!["--converse", "--id-prefix", "t"];
+    let mut args = vec!["--id-prefix", "t"];
     args.extend(message_args(&texts));
     let run = older_host(&data, "s", &examples().echo, &args);
     let sent = vec![
@@ -870,25 +930,39 @@ fn a4_older_host_denies_an_admin_command_without_reaching_the_rust_container() {
         ("t-4:g".to_string(), "bye".to_string()),
     ];
     let mut c = Checks::default();
-    c.check(run.ok(), format!("older host did not finish: {}", run.describe()));
+    c.check(
+        run.ok(),
+        format!("older host did not finish: {}", run.describe()),
+    );
     let seen = replies(&run.stdout);
     answered_once(&mut c, &seen, &sent, "replies");
     // The older host's gate (SPEC sections 9 and 10): the denial is INSERTed through its
     // read-only handle on outbound.db, which fails; nothing reaches messages_in or the chat.
     c.check(
-        run.stderr.contains("/cost denied (not an admin): the denial could not be written")
+        run.stderr
+            .contains("/cost denied (not an admin): the denial could not be written")
             && run.stderr.contains("readonly"),
-        format!("the older host's denial write did not fail as upstream's does: {}", run.describe()),
+        format!(
+            "the older host's denial write did not fail as upstream's does: {}",
+            run.describe()
+        ),
     );
     c.check(
         !seen.iter().any(|r| r.text.contains("Permission denied")),
         format!("a denial reached the chat: {seen:?}"),
     );
-    c.check(run.stderr.contains("/help is filtered"), "/help was not filtered");
+    c.check(
+        run.stderr.contains("/help is filtered"),
+        "/help was not filtered",
+    );
     let dir = session_dir(&data, "s");
     check_files(&mut c, &dir, &sent);
     if let Ok(f) = files(&dir) {
-        c.eq(f.messages_in.len(), 2, "messages_in rows (the commands never reach it)");
+        c.eq(
+            f.messages_in.len(),
+            2,
+            "messages_in rows (the commands never reach it)",
+        );
     }
     c.finish("A4 older host + Rust container: denied admin command");
 }
@@ -910,7 +984,10 @@ fn a5_older_host_kills_the_rust_container_mid_conversation_and_retries() {
     let run = older_host(&data, "s", &examples().echo, &args);
     let sent = pairs("t", ":g", &texts);
     let mut c = Checks::default();
-    c.check(run.ok(), format!("older host did not finish: {}", run.describe()));
+    c.check(
+        run.ok(),
+        format!("older host did not finish: {}", run.describe()),
+    );
     c.check(
         run.stderr.contains("kill -9 after 1 delivered"),
         "the container was not killed while it held a claim",
@@ -935,7 +1012,13 @@ fn a6_the_rust_container_takes_over_an_older_hosts_unmigrated_folder() {
     let mut args = vec!["--converse", "--id-prefix", "t"];
     args.extend(message_args(&first));
     let run = older_host(&data, "s", &peer().container_wrapper, &args);
-    c.check(run.ok(), format!("first half (older container) did not finish: {}", run.describe()));
+    c.check(
+        run.ok(),
+        format!(
+            "first half (older container) did not finish: {}",
+            run.describe()
+        ),
+    );
     // Then the container is upgraded: the same older host, the same folder, the Rust container.
     let second = ["three", "four"];
     let mut args = vec!["--converse", "--id-prefix", "u"];
@@ -943,12 +1026,22 @@ fn a6_the_rust_container_takes_over_an_older_hosts_unmigrated_folder() {
     let run2 = older_host(&data, "s", &examples().echo, &args);
     c.check(
         run2.ok(),
-        format!("the Rust container on the older host's folder: {}", run2.describe()),
+        format!(
+            "the Rust container on the older host's folder: {}",
+            run2.describe()
+        ),
     );
     let seen2 = replies(&run2.stdout);
-    answered_once(&mut c, &seen2, &pairs("u", ":g", &second), "second half replies");
+    answered_once(
+        &mut c,
+        &seen2,
+        &pairs("u", ":g", &second),
+        "second half replies",
+    );
     c.check(
-        seen2.iter().all(|r| r.text == "echo: three" || r.text == "echo: four"),
+        seen2
+            .iter()
+            .all(|r| r.text == "echo: three" || r.text == "echo: four"),
         format!("the second half re-delivered or answered old messages: {seen2:?}"),
     );
     let mut sent = pairs("t", ":g", &first);
@@ -967,7 +1060,13 @@ fn a7_migrated_between_halves_the_rust_host_continues_the_older_hosts_conversati
     let mut args = vec!["--converse", "--id-prefix", "t"];
     args.extend(message_args(&first));
     let run = older_host(&data, "s", &examples().echo, &args);
-    c.check(run.ok(), format!("first half (older host + Rust container): {}", run.describe()));
+    c.check(
+        run.ok(),
+        format!(
+            "first half (older host + Rust container): {}",
+            run.describe()
+        ),
+    );
     // The older host stopped; the operator converts the folder (inbound.db is migrated).
     let dir = session_dir(&data, "s");
     match convert_to_split(
@@ -989,14 +1088,33 @@ fn a7_migrated_between_halves_the_rust_host_continues_the_older_hosts_conversati
         .args(["--group", GROUP, "--session", "s", "--no-sandbox"])
         .arg("--container-cmd")
         .arg(&examples().echo)
-        .args(["--tick-ms", "50", "--poll-ms", "50", "--timeout-secs", "30", "--id-prefix", "u"])
+        .args([
+            "--tick-ms",
+            "50",
+            "--poll-ms",
+            "50",
+            "--timeout-secs",
+            "30",
+            "--id-prefix",
+            "u",
+        ])
         .args(message_args(&second));
-    let run2 = run(cmd, Duration::from_secs(60));
-    c.check(run2.ok(), format!("second half (Rust host): {}", run2.describe()));
-    let seen2 = replies(&run2.stdout);
-    answered_once(&mut c, &seen2, &pairs("u", "", &second), "second half replies");
+    let run2 = run_to_end(cmd, Duration::from_secs(60));
     c.check(
-        seen2.iter().all(|r| r.text == "echo: three" || r.text == "echo: four"),
+        run2.ok(),
+        format!("second half (Rust host): {}", run2.describe()),
+    );
+    let seen2 = replies(&run2.stdout);
+    answered_once(
+        &mut c,
+        &seen2,
+        &pairs("u", "", &second),
+        "second half replies",
+    );
+    c.check(
+        seen2
+            .iter()
+            .all(|r| r.text == "echo: three" || r.text == "echo: four"),
         format!("the Rust host re-delivered or answered first-half messages: {seen2:?}"),
     );
     let mut sent = pairs("t", ":g", &first);
@@ -1020,11 +1138,21 @@ fn b1_rust_host_conversation_with_the_older_container_in_a_sandbox() {
     c.check(result.is_ok(), format!("{result:?}; delivered {seen:?}"));
     answered_once(&mut c, &seen, &sent, "replies");
     for (id, _) in &sent {
-        let named = seen.iter().filter(|r| r.in_reply_to.as_deref() == Some(id)).count();
-        c.check(named == 1, format!("replies: {named} reply(ies) name {id} in in_reply_to"));
+        let named = seen
+            .iter()
+            .filter(|r| r.in_reply_to.as_deref() == Some(id))
+            .count();
+        c.check(
+            named == 1,
+            format!("replies: {named} reply(ies) name {id} in in_reply_to"),
+        );
     }
     if let Ctl::Sandbox(s) = &ctl {
-        c.eq(s.starts, 1, "containers started (one for the whole conversation)");
+        c.eq(
+            s.starts,
+            1,
+            "containers started (one for the whole conversation)",
+        );
     }
     check_files(&mut c, &host.paths().dir, &sent);
     c.finish("B1 Rust host + older container: conversation");
@@ -1041,7 +1169,10 @@ fn b2_rust_host_burst_answered_by_the_older_container_in_one_query() {
     let run = rust_host(&data, "s", &args);
     let sent = pairs("t", "", &texts);
     let mut c = Checks::default();
-    c.check(run.ok(), format!("Rust host did not finish: {}", run.describe()));
+    c.check(
+        run.ok(),
+        format!("Rust host did not finish: {}", run.describe()),
+    );
     let seen = replies(&run.stdout);
     answered_once(&mut c, &seen, &sent, "replies");
     // PROTOCOL 2.1: a burst's replies all name the newest message of the channel.
@@ -1064,13 +1195,22 @@ fn b3_rust_host_clear_resets_the_older_containers_conversation() {
     let mut c = Checks::default();
     c.check(result.is_ok(), format!("{result:?}; delivered {seen:?}"));
     answered_once(&mut c, &seen, &sent, "replies");
-    let cleared: Vec<&Reply> = seen.iter().filter(|r| r.text == "Session cleared.").collect();
+    let cleared: Vec<&Reply> = seen
+        .iter()
+        .filter(|r| r.text == "Session cleared.")
+        .collect();
     c.check(
         cleared.len() == 1 && cleared[0].in_reply_to.is_none() && cleared[0].source == "container",
-        format!("`Session cleared.` should come once from the container, naming no message: {seen:?}"),
+        format!(
+            "`Session cleared.` should come once from the container, naming no message: {seen:?}"
+        ),
     );
     check_files(&mut c, &host.paths().dir, &sent);
-    c.eq(continuation(&host.paths().dir), Some("1".to_string()), "continuation after /clear");
+    c.eq(
+        continuation(&host.paths().dir),
+        Some("1".to_string()),
+        "continuation after /clear",
+    );
     c.finish("B3 Rust host + older container: /clear");
 }
 
@@ -1088,7 +1228,10 @@ fn b4_rust_host_denies_an_admin_command_with_a_host_reply() {
         ("t-4".to_string(), "bye".to_string()),
     ];
     let mut c = Checks::default();
-    c.check(run.ok(), format!("Rust host did not finish: {}", run.describe()));
+    c.check(
+        run.ok(),
+        format!("Rust host did not finish: {}", run.describe()),
+    );
     let seen = replies(&run.stdout);
     answered_once(&mut c, &seen, &sent, "replies");
     let denials: Vec<&Reply> = seen
@@ -1109,7 +1252,11 @@ fn b4_rust_host_denies_an_admin_command_with_a_host_reply() {
     let dir = session_dir(&data, "s");
     check_files(&mut c, &dir, &sent);
     if let Ok(f) = files(&dir) {
-        c.eq(f.messages_in.len(), 2, "messages_in rows (the commands never reach it)");
+        c.eq(
+            f.messages_in.len(),
+            2,
+            "messages_in rows (the commands never reach it)",
+        );
         c.eq(f.host_replies.len(), 1, "host_replies rows");
     }
     c.finish("B4 Rust host + older container: denied admin command");
@@ -1132,10 +1279,16 @@ fn b5_rust_host_kills_the_older_container_mid_query_and_retries() {
     let run = rust_host(&data, "s", &args);
     let sent = pairs("t", "", &texts);
     let mut c = Checks::default();
-    c.check(run.ok(), format!("Rust host did not finish: {}", run.describe()));
+    c.check(
+        run.ok(),
+        format!("Rust host did not finish: {}", run.describe()),
+    );
     c.check(
         run.stderr.contains("host: kill -9 container pid"),
-        format!("the container was not killed while it held a claim: {}", run.describe()),
+        format!(
+            "the container was not killed while it held a claim: {}",
+            run.describe()
+        ),
     );
     c.check(
         run.stderr.contains("sweep retried the claim of"),
@@ -1156,19 +1309,35 @@ fn b6_the_rust_host_serves_an_older_hosts_unmigrated_folder() {
     let mut args = vec!["--converse", "--id-prefix", "t"];
     args.extend(message_args(&first));
     let run = older_host(&data, "s", &peer().container_wrapper, &args);
-    c.check(run.ok(), format!("first half (older host): {}", run.describe()));
+    c.check(
+        run.ok(),
+        format!("first half (older host): {}", run.describe()),
+    );
     // Then the Rust host takes the folder as it is: single layout, never migrated. A single
     // folder cannot be sandboxed safely, so the container is a plain child process on it.
     let dir = session_dir(&data, "s");
     let host = HostSession::open(&dir);
-    c.eq(host.paths().layout, sessionbus_store::Layout::Single, "layout of the older folder");
+    c.eq(
+        host.paths().layout,
+        sessionbus_store::Layout::Single,
+        "layout of the older folder",
+    );
     let mut ctl = Ctl::Child(ChildControl::new(&peer().container_wrapper, vec![]));
     let second = ["three", "four"];
     let (seen, sent2, result) = converse(&host, &mut ctl, "u", &second, false);
-    c.check(result.is_ok(), format!("Rust host on the older folder: {result:?}; delivered {seen:?}"));
-    answered_once(&mut c, &seen, &pairs("u", "", &second), "second half replies");
     c.check(
-        seen.iter().all(|r| r.text == "echo: three" || r.text == "echo: four"),
+        result.is_ok(),
+        format!("Rust host on the older folder: {result:?}; delivered {seen:?}"),
+    );
+    answered_once(
+        &mut c,
+        &seen,
+        &pairs("u", "", &second),
+        "second half replies",
+    );
+    c.check(
+        seen.iter()
+            .all(|r| r.text == "echo: three" || r.text == "echo: four"),
         format!("the Rust host re-delivered the older host's replies: {seen:?}"),
     );
     let mut sent = pairs("t", ":g", &first);
@@ -1188,7 +1357,13 @@ fn b7_migrated_between_halves_the_rust_host_continues_with_the_older_container()
     let mut args = vec!["--converse", "--id-prefix", "t"];
     args.extend(message_args(&first));
     let run = older_host(&data, "s", &peer().container_wrapper, &args);
-    c.check(run.ok(), format!("first half (older host + older container): {}", run.describe()));
+    c.check(
+        run.ok(),
+        format!(
+            "first half (older host + older container): {}",
+            run.describe()
+        ),
+    );
     // The operator converts the folder for the Rust host, the container area handed to the
     // sandbox's user.
     let dir = session_dir(&data, "s");
@@ -1202,16 +1377,48 @@ fn b7_migrated_between_halves_the_rust_host_continues_with_the_older_container()
         Ok(None) => c.check(false, "convert_to_split found nothing to convert"),
         Err(e) => c.check(false, format!("convert_to_split: {e}")),
     }
+    // The container's files moved into its area must be the container's now: it writes
+    // outbound.db (and its journal next to it), outbox/ and .heartbeat.
+    let area = dir.join("container");
+    for name in ["outbound.db", "outbox", ".heartbeat"] {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::symlink_metadata(area.join(name)) {
+            c.check(
+                m.uid() == OWNER.uid && m.gid() == OWNER.gid,
+                format!(
+                    "after convert_to_split(.., Some({}:{})): container/{name} belongs to {}:{}, \
+                     so the container cannot write it",
+                    OWNER.uid,
+                    OWNER.gid,
+                    m.uid(),
+                    m.gid()
+                ),
+            );
+        }
+    }
     // Second half: the Rust host, the older container in bubblewrap as uid 1000.
     let second = ["three", "four"];
     let mut args = vec!["--id-prefix", "u"];
     args.extend(message_args(&second));
     let run2 = rust_host(&data, "s", &args);
-    c.check(run2.ok(), format!("second half (Rust host + sandboxed older container): {}", run2.describe()));
-    let seen2 = replies(&run2.stdout);
-    answered_once(&mut c, &seen2, &pairs("u", "", &second), "second half replies");
     c.check(
-        seen2.iter().all(|r| r.text == "echo: three" || r.text == "echo: four"),
+        run2.ok(),
+        format!(
+            "second half (Rust host + sandboxed older container): {}",
+            run2.describe()
+        ),
+    );
+    let seen2 = replies(&run2.stdout);
+    answered_once(
+        &mut c,
+        &seen2,
+        &pairs("u", "", &second),
+        "second half replies",
+    );
+    c.check(
+        seen2
+            .iter()
+            .all(|r| r.text == "echo: three" || r.text == "echo: four"),
         format!("the Rust host re-delivered first-half replies: {seen2:?}"),
     );
     let mut sent = pairs("t", ":g", &first);
