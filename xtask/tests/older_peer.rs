@@ -735,6 +735,14 @@ fn sandboxed_session(data: &Path, session: &str) -> (HostSession, Ctl) {
     (HostSession::open(&paths.dir), Ctl::Sandbox(ctl))
 }
 
+/// What [`converse`] saw: the replies delivered, the messages written (id, text), and why it
+/// stopped early, if it did.
+struct Conversation {
+    seen: Vec<Reply>,
+    sent: Vec<(String, String)>,
+    result: Result<(), String>,
+}
+
 /// A conversation: each message goes through the gate once the previous one is answered (by
 /// its expected text); the host sweeps (waking the container) and delivers meanwhile. Returns
 /// what was delivered and the ids written, or why it stopped.
@@ -744,7 +752,7 @@ fn converse(
     prefix: &str,
     texts: &[&str],
     admin: bool,
-) -> (Vec<Reply>, Vec<(String, String)>, Result<(), String>) {
+) -> Conversation {
     let wiring = host
         .inbound()
         .replace_destinations(&[Destination {
@@ -763,11 +771,11 @@ fn converse(
             })
         });
     if let Err(e) = wiring {
-        return (
-            Vec::new(),
-            Vec::new(),
-            Err(format!("projecting the wiring: {e}")),
-        );
+        return Conversation {
+            seen: Vec::new(),
+            sent: Vec::new(),
+            result: Err(format!("projecting the wiring: {e}")),
+        };
     }
     let opts = SweepOptions {
         retry: RetryPolicy {
@@ -831,7 +839,11 @@ fn converse(
     if let Err(e) = deliver_session(host, &mut out, 5) {
         result = result.and(Err(format!("the last delivery: {e}")));
     }
-    (out.seen, written, result)
+    Conversation {
+        seen: out.seen,
+        sent: written,
+        result,
+    }
 }
 
 // =============================================================================================
@@ -1133,7 +1145,7 @@ fn b1_rust_host_conversation_with_the_older_container_in_a_sandbox() {
     let (_tmp, data) = data_dir();
     let (host, mut ctl) = sandboxed_session(&data, "s");
     let texts = ["first", "second", "third"];
-    let (seen, sent, result) = converse(&host, &mut ctl, "t", &texts, false);
+    let Conversation { seen, sent, result } = converse(&host, &mut ctl, "t", &texts, false);
     let mut c = Checks::default();
     c.check(result.is_ok(), format!("{result:?}; delivered {seen:?}"));
     answered_once(&mut c, &seen, &sent, "replies");
@@ -1191,7 +1203,7 @@ fn b3_rust_host_clear_resets_the_older_containers_conversation() {
     let (_tmp, data) = data_dir();
     let (host, mut ctl) = sandboxed_session(&data, "s");
     let texts = ["before", "/clear", "after"];
-    let (seen, sent, result) = converse(&host, &mut ctl, "t", &texts, true);
+    let Conversation { seen, sent, result } = converse(&host, &mut ctl, "t", &texts, true);
     let mut c = Checks::default();
     c.check(result.is_ok(), format!("{result:?}; delivered {seen:?}"));
     answered_once(&mut c, &seen, &sent, "replies");
@@ -1324,7 +1336,11 @@ fn b6_the_rust_host_serves_an_older_hosts_unmigrated_folder() {
     );
     let mut ctl = Ctl::Child(ChildControl::new(&peer().container_wrapper, vec![]));
     let second = ["three", "four"];
-    let (seen, sent2, result) = converse(&host, &mut ctl, "u", &second, false);
+    let Conversation {
+        seen,
+        sent: sent2,
+        result,
+    } = converse(&host, &mut ctl, "u", &second, false);
     c.check(
         result.is_ok(),
         format!("Rust host on the older folder: {result:?}; delivered {seen:?}"),
