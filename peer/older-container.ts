@@ -41,6 +41,10 @@
 // - SIGTERM / SIGINT end the process at once (no clean-up: a claim in flight stays for the
 //   host, as with `docker stop`); SIGKILL obviously cleans nothing either.
 //
+// Left out (no test needs them): task scripts (PROTOCOL 4 step 4: task rows reach the stand-in
+// agent, which answers only chat), the corrective push (the stand-in always writes its blocks),
+// MCP tools (send_message, questions, scheduling), provider errors and continuation validity.
+//
 // Every statement here is this file's own, written from the documents' description.
 
 import { Database } from "bun:sqlite";

@@ -48,6 +48,10 @@
 // - When every written message is answered: the container is stopped (SIGTERM, 1 s, SIGKILL:
 //   `docker stop -t 1`), one last sweep (no wake) and delivery run.
 //
+// Left out (no test needs them, and no adapter exists here): attachments (PROTOCOL 1.3),
+// agent-to-agent routing and the channel ACL of delivery (2.3 steps 3-4), system action
+// handlers (2.4: logged and marked delivered), the central database, TIMEZONE (cron is UTC).
+//
 // Exit status: 0 all answered once, 1 error, 2 --timeout-secs passed first, 3 a message was
 // answered more than once.
 //
@@ -482,7 +486,8 @@ function fanOutRecurrences() {
         platform_id: r.platform_id,
         channel_type: r.channel_type,
         thread_id: r.thread_id,
-        timestamp: null,
+        // Tasks and their clones carry SQLite's datetime('now'), not ISO (PROTOCOL 1.1).
+        timestamp: db.prepare("SELECT datetime('now') AS t").get().t,
       });
       db.prepare("UPDATE messages_in SET recurrence = NULL WHERE id = ?").run(r.id);
       log(`recurrence: ${r.id} continues as ${id} at ${next}`);
@@ -681,6 +686,7 @@ const sent = []; // ids written, in order
 const answers = new Map(); // id -> count
 let extra = 0;
 let delivered = 0;
+const deliveryThrows = new Map(); // id -> failed attempts
 
 function deliver() {
   const due = withOutbound((db) => getDueOutboundMessages(db), []);
@@ -695,8 +701,11 @@ function deliver() {
       try {
         platformId = deliverMessage(row);
       } catch (e) {
-        log(`delivery of ${row.id} failed: ${e.message}`);
-        markDeliveryFailed(db, row.id);
+        // A throw retries next tick; the third one records the row failed.
+        const n = (deliveryThrows.get(row.id) ?? 0) + 1;
+        deliveryThrows.set(row.id, n);
+        log(`delivery of ${row.id} failed (attempt ${n}): ${e.message}`);
+        if (n >= 3) markDeliveryFailed(db, row.id);
         continue;
       }
       markDelivered(db, row.id, platformId);
