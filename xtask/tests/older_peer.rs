@@ -17,7 +17,9 @@
 //!
 //! Scenarios, in each direction: a conversation, a burst (several messages before the container
 //! starts), `/clear`, a denied admin command, `kill -9` mid-conversation, a folder the older host
-//! created and nobody migrated, and a migration between the two halves of one conversation.
+//! created and nobody migrated, and a migration between the two halves of one conversation
+//! (with `convert_to_split` in A7 and B7, with `cargo xtask migrate`, the operator's documented
+//! path, in B8).
 //! Each checks what the user sees (every message answered exactly once, by the host's JSON lines)
 //! and what the files hold, read with plain SQLite (not through the library under test): every
 //! message completed, nothing left claimed, host rows even and container rows odd and all seqs
@@ -1441,4 +1443,70 @@ fn b7_migrated_between_halves_the_rust_host_continues_with_the_older_container()
     sent.extend(pairs("u", "", &second));
     check_files(&mut c, &dir, &sent);
     c.finish("B7 older host + older container, migrated, then the Rust host");
+}
+
+#[test]
+fn b8_after_cargo_xtask_migrate_the_rust_host_continues_an_older_session() {
+    peer();
+    require_root_and_bwrap();
+    let (_tmp, data) = data_dir();
+    let mut c = Checks::default();
+    // First half: the older implementation on both sides.
+    let first = ["one", "two"];
+    let mut args = vec!["--converse", "--id-prefix", "t"];
+    args.extend(message_args(&first));
+    let run = older_host(&data, "s", &peer().container_wrapper, &args);
+    c.check(
+        run.ok(),
+        format!(
+            "first half (older host + older container): {}",
+            run.describe()
+        ),
+    );
+    // The operator's documented path: `cargo xtask migrate` on the session, its container
+    // stopped (--force: the heartbeat of the container that just stopped is still fresh).
+    let dir = session_dir(&data, "s");
+    let migrate = xtask::migrate::MigrateArgs {
+        data_dir: data.clone(),
+        sessions: vec![dir.clone()],
+        dry_run: false,
+        json: false,
+        force: true,
+    };
+    match xtask::migrate::run(&migrate, std::time::SystemTime::now(), &mut |_| {}) {
+        Ok(report) => c.check(
+            report.summary.failed == 0,
+            format!("cargo xtask migrate failed: {:?}", report.summary.failures),
+        ),
+        Err(e) => c.check(false, format!("cargo xtask migrate: {e}")),
+    }
+    // Second half: the Rust host, the older container in bubblewrap.
+    let second = ["three", "four"];
+    let mut args = vec!["--id-prefix", "u"];
+    args.extend(message_args(&second));
+    let run2 = rust_host(&data, "s", &args);
+    c.check(
+        run2.ok(),
+        format!(
+            "second half (Rust host after cargo xtask migrate): {}",
+            run2.describe()
+        ),
+    );
+    let seen2 = replies(&run2.stdout);
+    answered_once(
+        &mut c,
+        &seen2,
+        &pairs("u", "", &second),
+        "second half replies",
+    );
+    c.check(
+        seen2
+            .iter()
+            .all(|r| r.text == "echo: three" || r.text == "echo: four"),
+        format!("the Rust host re-delivered first-half replies: {seen2:?}"),
+    );
+    let mut sent = pairs("t", ":g", &first);
+    sent.extend(pairs("u", "", &second));
+    check_files(&mut c, &dir, &sent);
+    c.finish("B8 older session, `cargo xtask migrate`, then the Rust host");
 }
