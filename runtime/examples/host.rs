@@ -390,13 +390,10 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         }
     }
 
-    let opts = SweepOptions {
-        retry: RetryPolicy {
-            base_backoff_ms: args.retry_backoff_ms,
-            ..RetryPolicy::default()
-        },
-        wake: true,
-    };
+    let opts = SweepOptions::default().with_retry(RetryPolicy {
+        base_backoff_ms: args.retry_backoff_ms,
+        ..RetryPolicy::default()
+    });
     let mut kills: Vec<usize> = args.kill_after.clone();
     kills.sort_unstable();
     kills.reverse(); // next threshold last
@@ -451,10 +448,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     if let Some(status) = control.stop(&paths)? {
         eprintln!("host: container stopped ({status})");
     }
-    let last = SweepOptions {
-        wake: false,
-        ..opts
-    };
+    let last = opts.with_wake(false);
     sweep_session(&host, &mut control, &|_| None, last).map_err(|e| e.to_string())?;
     deliver_session(&host, &mut printer, 5).map_err(|e| e.to_string())?;
 

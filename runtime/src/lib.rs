@@ -18,7 +18,9 @@
 //! - [`container`]: the container's start-up and poll loop (acks, heartbeat while the handler
 //!   runs, `/clear`, replies committed with their acks);
 //! - [`host`]: the host's sweep (stuck decision, kill, retries, orphan claims, wake), delivery
-//!   and the command gate in front of inbound.db, with per-session error isolation.
+//!   and the command gate in front of inbound.db, with per-session error isolation;
+//! - `operator` (feature `cli`): the operator's `sessionbus migrate | inspect | status`, the
+//!   library behind the `sessionbus` binary.
 //!
 //! [`error::RuntimeError`] wraps the store's errors, which name file, role and operation.
 #![warn(missing_docs)]
@@ -34,4 +36,6 @@ pub mod host;
 pub mod liveness;
 pub mod mount_plan;
 pub mod mount_security;
+#[cfg(feature = "cli")]
+pub mod operator;
 pub mod skills;

@@ -118,6 +118,14 @@ pub enum KillReason {
         /// How far ahead of now, in milliseconds.
         ahead_ms: i64,
     },
+    /// Nothing happened in the session for longer than the idle limit (no message written,
+    /// claimed or delivered, as the host saw it): the container is stopped, not failed.
+    Idle {
+        /// How long nothing happened, in milliseconds.
+        idle_ms: i64,
+        /// The limit.
+        limit_ms: i64,
+    },
     /// A claim is older than the tolerance and no heartbeat came after it.
     ClaimStuck {
         /// The claimed message.
@@ -138,6 +146,11 @@ impl fmt::Display for KillReason {
                     "heartbeat is {age_ms} ms old, over the {limit_ms} ms ceiling"
                 )
             }
+            KillReason::Idle { idle_ms, limit_ms } => write!(
+                f,
+                "idle for {idle_ms} ms (nothing written, claimed or delivered), over the \
+                 {limit_ms} ms idle limit"
+            ),
             KillReason::HeartbeatInFuture { ahead_ms } => write!(
                 f,
                 "heartbeat is {ahead_ms} ms in the future, more than clock skew explains"

@@ -10,7 +10,7 @@ use sessionbus_runtime::host::{decide_now, sweep_session, SweepOptions};
 use sessionbus_runtime::liveness::{KillReason, StuckDecision};
 use sessionbus_runtime::{heartbeat, host::ContainerControl};
 use sessionbus_schema::{Clock, FileKind, Timestamp};
-use sessionbus_store::{provision, HostSession, MessageStatus, NewMessage, SessionPaths};
+use sessionbus_store::{provision, HostSession, MessageStatus, NewMessage, Seq, SessionPaths};
 use sessionbus_testkit::{legacy, ManualClock};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -352,31 +352,74 @@ fn kill_9_at_seeded_random_points_loses_and_duplicates_nothing() {
 }
 
 #[test]
-fn a_container_on_an_unmigrated_inbound_db_fails_with_the_fix_in_the_message() {
+fn a_container_serves_an_older_hosts_unmigrated_inbound_db_and_refuses_one_it_cannot() {
     let dir = tempfile::tempdir().unwrap();
     let paths = SessionPaths::new(dir.path().join("session"));
     provision(&paths, None, &sessionbus_store::SystemClock).unwrap();
-    // The host's file is a legacy G3 one that nobody migrated.
+    // The host's file is a legacy G3 one that nobody migrated (an older host's), with two
+    // pending messages.
     std::fs::remove_file(&paths.inbound).unwrap();
     legacy::create(
         &paths.inbound,
         FileKind::Inbound,
         3,
         legacy::Style::Created,
-        2,
+        0,
     )
     .unwrap();
+    {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        diesel::SqliteConnection::establish(&paths.inbound.to_string_lossy())
+            .unwrap()
+            .batch_execute(
+                "INSERT INTO messages_in (id, seq, kind, timestamp, status, content) VALUES \
+                 ('o1', 2, 'chat', '2026-04-21T12:00:00.000Z', 'pending', '{\"text\":\"one\"}'), \
+                 ('o2', 4, 'chat', '2026-04-21T12:00:01.000Z', 'pending', '{\"text\":\"two\"}');",
+            )
+            .unwrap();
+    }
     let before = std::fs::read(&paths.inbound).unwrap();
+    let mut ctl = ChildControl::new(&examples().echo, vec![]).quiet(true);
+    ctl.start(&paths).unwrap();
+    let host = HostSession::with_paths(paths.clone(), Arc::new(sessionbus_store::SystemClock));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let window = host.outbound().messages_after(Seq(0), 10).unwrap();
+        let answered: Vec<_> = window
+            .messages()
+            .filter_map(|m| m.in_reply_to.clone())
+            .collect();
+        if answered.len() == 2 {
+            assert_eq!(answered, ["o1", "o2"]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the older host's messages were not answered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ctl.stop(&paths, Duration::from_secs(5)).unwrap();
+    // The container never writes the host's file, not even to migrate it.
+    assert_eq!(std::fs::read(&paths.inbound).unwrap(), before);
 
+    // A file no generation ever had: one clear error, the folder exactly as it was.
+    {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        diesel::SqliteConnection::establish(&paths.inbound.to_string_lossy())
+            .unwrap()
+            .batch_execute("DROP TABLE messages_in; CREATE TABLE messages_in (id TEXT, body TEXT);")
+            .unwrap();
+    }
+    let outbound_before = std::fs::read(&paths.outbound).unwrap();
     let mut cmd = Command::new(&examples().echo);
     cmd.arg("--workspace").arg(&paths.dir);
     let run = run_with_timeout(cmd, Duration::from_secs(30));
     assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
     assert!(run.stderr.contains("inbound.db"), "{}", run.stderr);
-    assert!(run.stderr.contains("cargo xtask migrate"), "{}", run.stderr);
-    assert!(run.stderr.contains("not been migrated"), "{}", run.stderr);
-    // The container never writes the host's file, even to fix it.
-    assert_eq!(std::fs::read(&paths.inbound).unwrap(), before);
+    assert_eq!(std::fs::read(&paths.outbound).unwrap(), outbound_before);
 }
 
 #[test]
@@ -465,10 +508,7 @@ fn the_heartbeat_drives_the_stuck_decision_end_to_end_on_a_manual_clock() {
     let clock = ManualClock::at_millis(claimed_at.unix_millis());
     let host = HostSession::with_clock(&paths.dir, clock.shared());
     // The test looks at the killed container: no new one is woken.
-    let opts = SweepOptions {
-        wake: false,
-        ..SweepOptions::default()
-    };
+    let opts = SweepOptions::default().with_wake(false);
 
     // Two minutes into the claim, far past the 60 s tolerance: healthy, because the
     // heartbeat came after the claim.
@@ -574,10 +614,7 @@ fn assert_claim_left_and_retried(paths: &SessionPaths, id: &str, why: &str) {
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(notes[0].reason.contains(why), "{notes:?}");
     let mut gone = OwnChild(None);
-    let opts = SweepOptions {
-        wake: false,
-        ..SweepOptions::default()
-    };
+    let opts = SweepOptions::default().with_wake(false);
     let r = sweep_session(&host, &mut gone, &|_| None, opts).unwrap();
     assert_eq!(r.retried, [id], "{r:?}");
     let m = host.inbound().message(id).unwrap().unwrap();
@@ -718,10 +755,7 @@ fn a_hung_echo_container_stops_its_heartbeat_at_the_deadline_and_is_killed_by_th
     // The host, a minute after the claim: no heartbeat since the claim, so it kills.
     let clock = ManualClock::at_millis(claimed_at.unix_millis() + 61_000);
     let host = HostSession::with_clock(&paths.dir, clock.shared());
-    let opts = SweepOptions {
-        wake: false,
-        ..SweepOptions::default()
-    };
+    let opts = SweepOptions::default().with_wake(false);
     let r = sweep_session(&host, &mut ctl, &|_| None, opts).unwrap();
     assert!(r.killed, "{r:?}");
     assert!(

@@ -425,7 +425,7 @@ fn a_wal_file_cannot_be_read_through_a_direct_io_mount() {
     );
 }
 
-/// The WAL test's host: this test binary again, running `wal_host_process`. Every wait for
+/// The WAL test's host: the `wal-host` role of `sessionbus-test-child`. Every wait for
 /// it is bounded: a host that hangs or dies fails the test instead of hanging it.
 struct WalHost {
     child: Child,
@@ -433,23 +433,15 @@ struct WalHost {
     lines: std::sync::mpsc::Receiver<String>,
 }
 
-const HOST_DB_ENV: &str = "SESSIONBUS_MOUNT_TEST_HOST_DB";
-const HOST_JOURNAL_ENV: &str = "SESSIONBUS_MOUNT_TEST_HOST_JOURNAL";
 const TAG: &str = "WALHOST ";
 const HOST_REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl WalHost {
     fn start(db: &Path, journal: &str) -> WalHost {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "wal_host_process",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(HOST_DB_ENV, db)
-            .env(HOST_JOURNAL_ENV, journal)
+        let mut child = sessionbus_testkit::child::command()
+            .arg("wal-host")
+            .arg(db)
+            .arg(journal)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -461,7 +453,6 @@ impl WalHost {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                // libtest prints `test wal_host_process ... ` without a newline first.
                 if let Some(at) = line.find(TAG) {
                     if tx.send(line[at + TAG.len()..].to_string()).is_err() {
                         break;
@@ -522,40 +513,5 @@ impl Drop for WalHost {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Not a test: the host process of the WAL tests (see [`WalHost`]). It holds one connection in
-/// the journal mode it is given, as a WAL host would, and commits when told to.
-#[test]
-#[ignore = "the host process of the WAL tests; they run it"]
-fn wal_host_process() {
-    let (Ok(db), Ok(journal)) = (std::env::var(HOST_DB_ENV), std::env::var(HOST_JOURNAL_ENV))
-    else {
-        return;
-    };
-    let mut c = SqliteConnection::establish(&db).unwrap();
-    c.batch_execute("PRAGMA busy_timeout = 5000").unwrap();
-    c.batch_execute(&format!("PRAGMA journal_mode = {journal}"))
-        .unwrap();
-    let out = |s: String| {
-        let mut o = std::io::stdout().lock();
-        let _ = writeln!(o, "{TAG}{s}");
-        let _ = o.flush();
-    };
-    out("ready".into());
-    for line in std::io::stdin().lock().lines() {
-        let line = line.unwrap();
-        if let Some(n) = line.strip_prefix("write ") {
-            for i in 0..n.parse::<i64>().unwrap() {
-                c.batch_execute(&format!("INSERT INTO t VALUES ({})", i + 1))
-                    .unwrap();
-                std::thread::sleep(Duration::from_millis(30));
-            }
-            let n = count(&mut c, "SELECT count(*) AS n FROM t").unwrap();
-            out(format!("count {n}"));
-        } else if line == "exit" {
-            break;
-        }
     }
 }

@@ -355,6 +355,17 @@ fn commands_refuse_what_they_cannot_render_safely() {
             ..
         })
     ));
+    // A system folder under /tmp (a program built in a checkout under /tmp) is mounted
+    // after the sandbox's own /tmp, which would otherwise hide it.
+    let args = bwrap(|b| b.system_mounts(["/usr", "/tmp/checkout/target/debug"])).unwrap();
+    let at = |needle: &[&str]| {
+        args.windows(needle.len())
+            .position(|w| w.iter().zip(needle).all(|(a, b)| a == b))
+            .unwrap_or_else(|| panic!("{needle:?} not in {args:?}"))
+    };
+    let tmpfs = at(&["--tmpfs", "/tmp"]);
+    assert!(at(&["--ro-bind", "/usr", "/usr"]) < tmpfs);
+    assert!(tmpfs < at(&["--ro-bind", "/tmp/checkout/target/debug"]));
     let docker = |name: &str, image: &str| {
         DockerRunCommand::new(&plan, name, image, "node", 1000, 1000).args()
     };

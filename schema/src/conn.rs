@@ -400,6 +400,22 @@ impl DbFile {
         op: &'static str,
         immutable: bool,
     ) -> Result<SqliteConnection, DbError> {
+        self.open_untrusted_reader(op, crate::untrusted::HOST_READS_OUTBOUND, immutable)
+    }
+
+    /// Opens this file read-only through [`crate::untrusted`] whatever its kind and role, its
+    /// schema checked against `tables` only (no view, each listed table an ordinary table with
+    /// those columns and no generated one). For a file that sits in a folder the container can
+    /// write although it is not the container's file: the older host's single-layout folder
+    /// holds inbound.db there, and an operator tool reads it as attacker input. `immutable`
+    /// reads without locks (a frozen snapshot). The folder and file are reached without
+    /// following links or blocking; a hot journal is reported, never rolled back.
+    pub fn open_untrusted_reader(
+        &self,
+        op: &'static str,
+        tables: &[crate::untrusted::ExpectedTable],
+        immutable: bool,
+    ) -> Result<SqliteConnection, DbError> {
         let Location::File(path) = &self.location else {
             return Err(DbError::NotPermitted {
                 at: self.at(op),
@@ -412,7 +428,7 @@ impl DbFile {
                 budget: self.budget,
                 busy_timeout: self.busy_timeout(),
                 immutable,
-                tables: crate::untrusted::HOST_READS_OUTBOUND,
+                tables,
             },
             &|| self.at(op),
             &|e| self.err(op, e),

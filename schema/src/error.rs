@@ -99,7 +99,7 @@ pub enum DbError {
     /// The file is in WAL mode, which cannot work across the container mount.
     #[error(
         "{at}: journal mode is {mode}, not delete; WAL cannot work across the container mount. \
-         Its writer switches it back on open, or run `cargo xtask migrate`"
+         Its writer switches it back on open, or run `sessionbus migrate`"
     )]
     WalMode {
         /// Where.

@@ -487,9 +487,9 @@ fn applied_versions(conn: &mut SqliteConnection) -> diesel::QueryResult<Vec<Stri
 fn hint_for(file: &DbFile) -> String {
     match file.path().parent() {
         Some(dir) if !dir.as_os_str().is_empty() => {
-            format!("cargo xtask migrate --session {}", dir.display())
+            format!("sessionbus migrate --session {}", dir.display())
         }
-        _ => "cargo xtask migrate".to_string(),
+        _ => "sessionbus migrate".to_string(),
     }
 }
 

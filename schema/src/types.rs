@@ -52,7 +52,7 @@ pub enum Role {
     Host,
     /// The sandboxed container of one session.
     Container,
-    /// An operator tool such as `cargo xtask migrate` or `inspect`.
+    /// An operator tool such as `sessionbus migrate` or `sessionbus inspect`.
     Operator,
 }
 

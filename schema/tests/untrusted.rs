@@ -311,3 +311,48 @@ fn the_container_folder_itself_as_a_symlink_is_refused() {
     let err = count_rows(&fx.outbound).unwrap_err();
     assert!(matches!(err, DbError::UnsafePath { .. }), "{err}");
 }
+
+#[test]
+fn any_file_in_the_containers_folder_can_be_read_as_untrusted_with_its_own_tables() {
+    use sessionbus_schema::untrusted::ExpectedTable;
+    let f = fixture();
+    // inbound.db where the container can write (the older host's single layout).
+    let inbound = f.area.join("inbound.db");
+    migrated(&inbound, FileKind::Inbound);
+    let file = DbFile::new(&inbound, FileKind::Inbound, Role::Operator);
+    let wants = [ExpectedTable {
+        name: "messages_in",
+        required: true,
+        columns: &["id", "seq"],
+    }];
+    let mut c = quick("open", || file.open_untrusted_reader("read", &wants, false)).unwrap();
+    let n: N = diesel::sql_query("SELECT count(*) AS n FROM messages_in")
+        .get_result(&mut c)
+        .unwrap();
+    assert_eq!(n.n, 0);
+    drop(c);
+    // Its tables are checked against the list given, not the outbound list.
+    let missing = [ExpectedTable {
+        name: "no_such_table",
+        required: true,
+        columns: &["id"],
+    }];
+    assert!(matches!(
+        file.open_untrusted_reader("read", &missing, false),
+        Err(DbError::RefusedSchema { .. })
+    ));
+    raw_exec(&inbound, "CREATE VIEW v AS SELECT 1");
+    assert!(matches!(
+        file.open_untrusted_reader("read", &[], false),
+        Err(DbError::RefusedSchema { .. })
+    ));
+    // A FIFO in its place fails at once, like the container's own file.
+    std::fs::remove_file(&inbound).unwrap();
+    hostile::mkfifo(&inbound);
+    let r = quick("fifo", || file.open_untrusted_reader("read", &[], false));
+    assert!(
+        matches!(r, Err(DbError::UnsafePath { .. })),
+        "{:?}",
+        r.err()
+    );
+}

@@ -180,12 +180,12 @@ fn a_never_migrated_file_is_not_migrated_with_a_hint() {
             let err = reader_check(&reader_file(&path, kind), Access::Read).unwrap_err();
             match &err {
                 DbError::NotMigrated { at, hint } => {
-                    assert!(hint.contains("cargo xtask migrate"), "{hint}");
+                    assert!(hint.contains("sessionbus migrate"), "{hint}");
                     assert_eq!(at.path, path);
                 }
                 other => panic!("{kind} G{g}: expected NotMigrated, got {other:?}"),
             }
-            assert!(err.to_string().contains("cargo xtask migrate"));
+            assert!(err.to_string().contains("sessionbus migrate"));
             assert!(!err.is_retryable());
         }
         // A zero-byte file (created but never provisioned) too.
@@ -235,7 +235,7 @@ fn a_file_missing_the_newest_migration_is_too_old() {
                 } => {
                     assert_eq!(file_version, &previous, "{kind}");
                     assert_eq!(required, &newest, "{kind}");
-                    assert!(hint.contains("cargo xtask migrate"), "{hint}");
+                    assert!(hint.contains("sessionbus migrate"), "{hint}");
                     assert_eq!(at.path, path);
                 }
                 other => panic!("{kind}: expected TooOld, got {other:?}"),

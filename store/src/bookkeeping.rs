@@ -34,6 +34,34 @@ impl InboundWriter {
         })
     }
 
+    /// When the host last saw this session do anything, from its own file only (the container
+    /// cannot move it): the newest message written, the newest outbound row recorded
+    /// delivered or failed, the newest claim the host saw. `None` for a session with none of
+    /// these yet.
+    pub fn last_activity(&self) -> Result<Option<Timestamp>> {
+        fileio::read_own(self.file(), "read last activity", |c| {
+            let newest_message: Option<String> = messages_in::table
+                .order(messages_in::seq.desc())
+                .select(messages_in::timestamp)
+                .first(c)
+                .optional()?;
+            let newest_delivery: Option<String> = diesel::sql_query(
+                "SELECT delivered_at AS t FROM delivered ORDER BY rowid DESC LIMIT 1",
+            )
+            .get_result::<TimeRow>(c)
+            .optional()?
+            .map(|r| r.t);
+            let newest_claim: Option<String> = claim_records::table
+                .select(diesel::dsl::max(claim_records::seen_at))
+                .first::<Option<String>>(c)?;
+            Ok([newest_message, newest_delivery, newest_claim]
+                .into_iter()
+                .flatten()
+                .filter_map(|t| Timestamp::parse(&t).ok())
+                .max())
+        })
+    }
+
     /// The claims the host has recorded for messages still pending.
     pub fn claim_records(&self) -> Result<Vec<ClaimRecord>> {
         fileio::read_own(self.file(), "read claim records", |c| Ok(records_on(c)?))
@@ -142,6 +170,12 @@ impl InboundWriter {
             Ok(())
         })
     }
+}
+
+#[derive(diesel::QueryableByName)]
+struct TimeRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    t: String,
 }
 
 /// Unsettled and settled claim records of pending messages.

@@ -95,11 +95,16 @@ impl ContainerSession {
         self.outbound.clock()
     }
 
-    /// Start-up: brings outbound.db to the current schema (creating it when missing, and
+    /// Start-up: checks that inbound.db can be served (an older host's unmigrated file of any
+    /// generation can), then brings outbound.db to the current schema (creating it when missing, and
     /// rolling back a hot journal a killed predecessor left: the container is its file's
     /// writer), deletes `processing` acks a crashed predecessor left, and resets the tool
     /// state. Returns the number of stale acks.
     pub fn start(&self) -> Result<usize> {
+        // First whether the host's file can be served at all (any generation with what the
+        // container needs): a folder this container cannot serve is left exactly as it was,
+        // its own file included.
+        self.inbound.max_seq()?;
         migrate::migrate(self.outbound.file(), self.clock().now(), true)?;
         let n = self.outbound.clear_stale_claims()?;
         self.outbound.reset_container_state()?;

@@ -3,8 +3,8 @@
 
 use crate::error::StoreError;
 use diesel::SqliteConnection;
-use sessionbus_schema::migrate::{check_schema, Access};
-use sessionbus_schema::{DbError, DbFile, FileKind, Role};
+use sessionbus_schema::migrate::{self, check_schema, Access};
+use sessionbus_schema::{Clock, DbError, DbFile, FileKind, Role, SystemClock};
 use std::time::{Duration, Instant};
 
 /// How often, and how long apart, a reader retries a hot journal before reporting it. A
@@ -48,14 +48,74 @@ impl OpError {
 /// Opens a fresh read-only connection (with the schema check), retrying a hot journal
 /// briefly.
 pub(crate) fn open_read(file: &DbFile, op: &'static str) -> Result<SqliteConnection, StoreError> {
+    let mut conn = open_read_unchecked(file, op)?;
+    check_schema(&mut conn, file, Access::Read, op)?;
+    Ok(conn)
+}
+
+/// How the container reads inbound.db: with the typed queries (a file this library migrated)
+/// or with the legacy ones built for what the file holds (see [`crate::inbound_shape`]).
+pub(crate) enum InboundView {
+    /// Migrated by this library.
+    Current,
+    /// An older host's file the container can serve as it is.
+    Legacy(crate::inbound_shape::LegacyShape),
+}
+
+/// Like [`read`], for the container's reads of inbound.db: a file the library has not
+/// migrated (an older host's) is served as it is when it has what the container needs.
+pub(crate) fn read_inbound<T>(
+    file: &DbFile,
+    op: &'static str,
+    mut f: impl FnMut(&mut SqliteConnection, &InboundView) -> Result<T, OpError>,
+) -> Result<T, StoreError> {
+    let (retries, pause) = retries_for(file);
+    let mut attempt = 0;
+    loop {
+        let result = open_read_unchecked(file, op).and_then(|mut conn| {
+            let view = inbound_view(&mut conn, file, op)?;
+            f(&mut conn, &view).map_err(|e| e.into_store(file, op))
+        });
+        match result {
+            Err(e) if file.is_file() && torn_read(&e) && attempt < retries => {
+                attempt += 1;
+                std::thread::sleep(pause);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Current, or legacy when the file is not migrated (or too old for this build) but holds
+/// every column the container needs; else the schema check's own error.
+fn inbound_view(
+    conn: &mut SqliteConnection,
+    file: &DbFile,
+    op: &'static str,
+) -> Result<InboundView, StoreError> {
+    match check_schema(conn, file, Access::Read, op) {
+        Ok(()) => Ok(InboundView::Current),
+        Err(e @ (DbError::NotMigrated { .. } | DbError::TooOld { .. })) => {
+            let shape =
+                crate::inbound_shape::LegacyShape::read(conn).map_err(|q| file.err(op, q))?;
+            if shape.missing().is_empty() {
+                Ok(InboundView::Legacy(shape))
+            } else {
+                Err(e.into())
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens a fresh read-only connection without the schema check, retrying a hot journal
+/// briefly.
+fn open_read_unchecked(file: &DbFile, op: &'static str) -> Result<SqliteConnection, StoreError> {
     let (retries, _) = retries_for(file);
     let mut attempt = 0;
     loop {
         match file.open_reader(op) {
-            Ok(mut conn) => {
-                check_schema(&mut conn, file, Access::Read, op)?;
-                return Ok(conn);
-            }
+            Ok(conn) => return Ok(conn),
             Err(DbError::HotJournal { .. }) if attempt < retries.min(HOT_JOURNAL_RETRIES) => {
                 attempt += 1;
                 std::thread::sleep(HOT_JOURNAL_PAUSE);
@@ -130,10 +190,28 @@ pub(crate) fn read_once<T>(
 }
 
 /// Opens the file as its writer (with the schema check).
+///
+/// The host migrates its own file when it opens one an older host left behind (it is that
+/// file's writer): a file not migrated yet, or behind this build, is brought up to date in one
+/// transaction first (the older implementation keeps reading and writing it: only tables,
+/// indexes and triggers are added). The container's file is migrated only by its container
+/// (at start-up), never here.
 pub(crate) fn open_write(file: &DbFile, op: &'static str) -> Result<SqliteConnection, StoreError> {
     let mut conn = file.open_writer(op)?;
-    check_schema(&mut conn, file, Access::Write, op)?;
-    Ok(conn)
+    match check_schema(&mut conn, file, Access::Write, op) {
+        Ok(()) => Ok(conn),
+        Err(DbError::NotMigrated { .. } | DbError::TooOld { .. })
+            if file.role() == Role::Host && file.kind() == FileKind::Inbound =>
+        {
+            drop(conn);
+            // The adoption backfills no time the host decides on: the system clock will do.
+            migrate::migrate(file, SystemClock.now(), false)?;
+            let mut conn = file.open_writer(op)?;
+            check_schema(&mut conn, file, Access::Write, op)?;
+            Ok(conn)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Runs `f` in one `BEGIN IMMEDIATE` transaction on a fresh writer connection, then closes it

@@ -1,7 +1,7 @@
 //! The container's read-only view of `inbound.db`.
 
 use crate::error::Result;
-use crate::fileio::{self, OpError};
+use crate::fileio::{self, InboundView, OpError};
 use crate::inbound_writer::{max_host_seq, pending_rows};
 use crate::model::*;
 use crate::rows::{DestinationRow, InRow};
@@ -15,6 +15,10 @@ use sessionbus_schema::{DbFile, Seq};
 /// opened with `mode=ro`, so SQLite refuses writes too. Every call is a fresh open: nothing
 /// here keeps a view of the host's file between two reads (destinations are rewritten
 /// mid-session, and a long-lived view across the mount goes stale).
+///
+/// A file this library has not migrated (an older host's, of any generation) is read as it
+/// is when it has what the container needs: see `inbound_shape` (absent columns read as their
+/// defaults, absent tables as empty).
 #[derive(Debug, Clone)]
 pub struct InboundReader {
     file: DbFile,
@@ -32,79 +36,80 @@ impl InboundReader {
 
     /// Pending rows, newest seq first (through the `(status, seq)` index).
     pub fn pending(&self) -> Result<Vec<MessageIn>> {
-        fileio::read(&self.file, "read pending messages", |c| {
-            Ok(pending_rows(c)?)
+        fileio::read_inbound(&self.file, "read pending messages", |c, view| match view {
+            InboundView::Current => Ok(pending_rows(c)?),
+            InboundView::Legacy(shape) => Ok(shape.pending(c)?),
         })
     }
 
     /// The largest host seq (over `messages_in` and `host_replies`).
     pub fn max_seq(&self) -> Result<Option<Seq>> {
-        fileio::read(&self.file, "read max seq", |c| Ok(max_host_seq(c)?))
+        fileio::read_inbound(&self.file, "read max seq", |c, view| match view {
+            InboundView::Current => Ok(max_host_seq(c)?),
+            InboundView::Legacy(shape) => Ok(shape.max_seq(c)?),
+        })
     }
 
     /// The `messages_in` row with this seq.
     pub fn message_by_seq(&self, seq: Seq) -> Result<Option<MessageIn>> {
-        fileio::read(&self.file, "look up message by seq", |c| {
-            Ok(messages_in::table
-                .filter(messages_in::seq.eq(seq.0))
-                .select(InRow::as_select())
-                .get_result(c)
-                .optional()?
-                .map(MessageIn::from))
+        fileio::read_inbound(&self.file, "look up message by seq", |c, view| {
+            by_seq(c, view, seq)
         })
     }
 
     /// The even-seq target for "edit/react to N": a `messages_in` row (whose id came from the
     /// platform) or a host reply (its platform id once delivered).
     pub fn host_seq_target(&self, seq: Seq) -> Result<Option<SeqTarget>> {
-        fileio::read(&self.file, "look up host seq", |c| {
-            if let Some(m) = messages_in::table
-                .filter(messages_in::seq.eq(seq.0))
-                .select(InRow::as_select())
-                .get_result(c)
-                .optional()?
-                .map(MessageIn::from)
-            {
+        fileio::read_inbound(&self.file, "look up host seq", |c, view| {
+            // A host reply first: its `messages_in` mirror (for the older implementation)
+            // carries the same seq, but the platform knows the reply by its delivered id.
+            let has_replies = match view {
+                InboundView::Current => true,
+                InboundView::Legacy(shape) => shape.has_host_replies(),
+            };
+            let reply: Option<MessageOut> = if has_replies {
+                host_replies::table
+                    .filter(host_replies::seq.eq(seq.0))
+                    .select(crate::rows::HostReplyRow::as_select())
+                    .get_result(c)
+                    .optional()?
+                    .map(MessageOut::from)
+            } else {
+                None
+            };
+            if let Some(r) = reply {
+                let platform = platform_id_in(c, view, &r.id)?;
                 return Ok(Some(SeqTarget {
                     seq,
                     source: OutboundSource::Host,
-                    platform_message_id: m.id.clone(),
-                    id: m.id,
-                    address: m.address,
+                    platform_message_id: platform.unwrap_or_else(|| r.id.clone()),
+                    id: r.id,
+                    address: r.address,
                 }));
             }
-            let reply: Option<MessageOut> = host_replies::table
-                .filter(host_replies::seq.eq(seq.0))
-                .select(crate::rows::HostReplyRow::as_select())
-                .get_result(c)
-                .optional()?
-                .map(MessageOut::from);
-            match reply {
-                None => Ok(None),
-                Some(r) => {
-                    let platform = platform_id_of(c, &r.id)?;
-                    Ok(Some(SeqTarget {
-                        seq,
-                        source: OutboundSource::Host,
-                        platform_message_id: platform.unwrap_or_else(|| r.id.clone()),
-                        id: r.id,
-                        address: r.address,
-                    }))
-                }
-            }
+            Ok(by_seq(c, view, seq)?.map(|m| SeqTarget {
+                seq,
+                source: OutboundSource::Host,
+                platform_message_id: m.id.clone(),
+                id: m.id,
+                address: m.address,
+            }))
         })
     }
 
     /// The platform's id for a delivered outbound row (`delivered.platform_message_id`).
     pub fn delivered_platform_id(&self, message_out_id: &str) -> Result<Option<String>> {
-        fileio::read(&self.file, "read delivered platform id", |c| {
-            platform_id_of(c, message_out_id).map_err(OpError::from)
+        fileio::read_inbound(&self.file, "read delivered platform id", |c, view| {
+            platform_id_in(c, view, message_out_id)
         })
     }
 
     /// The default reply address; all `None` when the table or row is missing.
     pub fn routing(&self) -> Result<Routing> {
-        fileio::read(&self.file, "read routing", |c| {
+        fileio::read_inbound(&self.file, "read routing", |c, view| {
+            if matches!(view, InboundView::Legacy(s) if !s.has_routing()) {
+                return Ok(Routing::default());
+            }
             let row: Option<(Option<String>, Option<String>, Option<String>)> =
                 session_routing::table
                     .find(1i64)
@@ -127,7 +132,10 @@ impl InboundReader {
 
     /// A destination by name; `None` means the agent may not send there.
     pub fn destination(&self, name: &str) -> Result<Option<Destination>> {
-        fileio::read(&self.file, "resolve destination", |c| {
+        fileio::read_inbound(&self.file, "resolve destination", |c, view| {
+            if matches!(view, InboundView::Legacy(s) if !s.has_destinations()) {
+                return Ok(None);
+            }
             Ok(destinations::table
                 .find(name)
                 .select(DestinationRow::as_select())
@@ -139,7 +147,10 @@ impl InboundReader {
 
     /// Every destination, by name.
     pub fn destinations(&self) -> Result<Vec<Destination>> {
-        fileio::read(&self.file, "read destinations", |c| {
+        fileio::read_inbound(&self.file, "read destinations", |c, view| {
+            if matches!(view, InboundView::Legacy(s) if !s.has_destinations()) {
+                return Ok(Vec::new());
+            }
             Ok(destinations::table
                 .order(destinations::name.asc())
                 .select(DestinationRow::as_select())
@@ -158,6 +169,35 @@ impl InboundReader {
         f: impl FnOnce(&mut SqliteConnection) -> QueryResult<T>,
     ) -> Result<T> {
         fileio::read_once(&self.file, "raw read", |c| Ok(f(c)?))
+    }
+}
+
+/// The `messages_in` row with this seq, in either view.
+fn by_seq(
+    c: &mut SqliteConnection,
+    view: &InboundView,
+    seq: Seq,
+) -> Result<Option<MessageIn>, OpError> {
+    match view {
+        InboundView::Current => Ok(messages_in::table
+            .filter(messages_in::seq.eq(seq.0))
+            .select(InRow::as_select())
+            .get_result(c)
+            .optional()?
+            .map(MessageIn::from)),
+        InboundView::Legacy(shape) => Ok(shape.by_seq(c, seq)?),
+    }
+}
+
+/// The platform id a delivered row got, in either view.
+fn platform_id_in(
+    c: &mut SqliteConnection,
+    view: &InboundView,
+    id: &str,
+) -> Result<Option<String>, OpError> {
+    match view {
+        InboundView::Current => Ok(platform_id_of(c, id)?),
+        InboundView::Legacy(shape) => Ok(shape.platform_id(c, id)?),
     }
 }
 

@@ -47,6 +47,10 @@ pub struct NextOccurrence {
     pub process_after: Timestamp,
 }
 
+/// The `kind` of the `messages_in` mirror of a host reply (see
+/// [`InboundWriter::write_host_reply`]); never pending, so never handed to an agent.
+pub const HOST_REPLY_KIND: &str = "host-reply";
+
 pub(crate) const CURSOR_MESSAGES_OUT: &str = "messages_out";
 pub(crate) const CURSOR_HOST_REPLIES: &str = "host_replies";
 
@@ -141,6 +145,12 @@ impl InboundWriter {
 
     /// Writes a reply the host itself originates (the command gate's denial) into
     /// `host_replies`, with a host seq. It is delivered like any outbound row.
+    ///
+    /// The same transaction writes a mirror of it into `messages_in` (kind
+    /// [`HOST_REPLY_KIND`], status `completed`, so never handed to an agent): the older
+    /// implementation knows only `messages_in`, and there the reply's seq is seen by its
+    /// lookups by seq (an older container can edit or react to it) and by its even-seq
+    /// allocation (an older host, on the same file later, never reuses it).
     pub fn write_host_reply(&self, reply: &NewHostReply) -> Result<Seq> {
         const OP: &str = "write host reply";
         let at = || self.file.at(OP);
@@ -168,6 +178,23 @@ impl InboundWriter {
                     host_replies::channel_type.eq(&reply.address.channel_type),
                     host_replies::thread_id.eq(&reply.address.thread_id),
                     host_replies::content.eq(&reply.content),
+                ))
+                .execute(c)?;
+            diesel::insert_or_ignore_into(messages_in::table)
+                .values((
+                    messages_in::id.eq(&reply.id),
+                    messages_in::seq.eq(seq.0),
+                    messages_in::kind.eq(HOST_REPLY_KIND),
+                    messages_in::timestamp.eq(now.to_iso()),
+                    messages_in::status.eq(MessageStatus::Completed.as_str()),
+                    messages_in::series_id.eq(&reply.id),
+                    messages_in::tries.eq(0i64),
+                    messages_in::trigger.eq(0i64),
+                    messages_in::platform_id.eq(&reply.address.platform_id),
+                    messages_in::channel_type.eq(&reply.address.channel_type),
+                    messages_in::thread_id.eq(&reply.address.thread_id),
+                    messages_in::content.eq(&reply.content),
+                    messages_in::on_wake.eq(0i64),
                 ))
                 .execute(c)?;
             Ok(seq)

@@ -281,6 +281,41 @@ impl OutboundReader {
         })
     }
 
+    /// The container's busy mark (`container_activity.busy_since`, this library's container
+    /// only; a missing table or row, or a value over its limit or not a time, reads as none).
+    /// The container's word, good for a typing indicator, never for a decision.
+    pub fn busy_since(&self) -> Result<Option<sessionbus_schema::Timestamp>> {
+        fileio::read(&self.file, "read busy mark", |c| {
+            #[derive(QueryableByName)]
+            struct Exists {
+                #[diesel(sql_type = BigInt)]
+                n: i64,
+            }
+            let exists: Exists = diesel::sql_query(
+                "SELECT count(*) AS n FROM sqlite_master \
+                 WHERE type = 'table' AND name = 'container_activity'",
+            )
+            .get_result(c)?;
+            if exists.n == 0 {
+                return Ok(None);
+            }
+            #[derive(QueryableByName)]
+            struct Busy {
+                #[diesel(sql_type = Nullable<Binary>)]
+                b: Option<Vec<u8>>,
+            }
+            let row: Option<Busy> = diesel::sql_query(
+                "SELECT CASE WHEN octet_length(busy_since) <= 64 \
+                   THEN CAST(busy_since AS BLOB) END AS b FROM container_activity WHERE id = 1",
+            )
+            .get_result(c)
+            .optional()?;
+            Ok(row
+                .and_then(|r| lossy(r.b))
+                .and_then(|t| sessionbus_schema::Timestamp::parse(&t).ok()))
+        })
+    }
+
     /// The tool in flight, if the row exists (a missing table reads as none).
     pub fn container_state(&self) -> Result<Option<ContainerState>> {
         fileio::read(&self.file, "read container state", |c| {

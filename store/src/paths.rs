@@ -20,7 +20,7 @@
 //! **single layout**: one folder holding everything, which is also how the older host lays out
 //! its sessions. In that layout on the host the container can write the folder that holds
 //! inbound.db, and the host cannot be protected from it (a planted journal, a replaced file):
-//! such sessions keep working, and `cargo xtask migrate` converts them while no container
+//! such sessions keep working, and `sessionbus migrate` converts them while no container
 //! runs.
 
 use crate::error::Result;

@@ -55,7 +55,7 @@ fn unsafe_path(path: &Path, detail: &str) -> StoreError {
 /// the host runs as root and the container as an unprivileged user) only when this call
 /// creates it: once it exists it belongs to the container, and nothing in it is opened,
 /// changed or followed here (only the area's own entry, which sits in the host's folder, is
-/// re-owned). Refuses a folder in the single layout (convert it with `cargo xtask migrate`).
+/// re-owned). Refuses a folder in the single layout (convert it with `sessionbus migrate`).
 pub fn provision(
     paths: &SessionPaths,
     container: Option<Ownership>,
@@ -71,7 +71,7 @@ pub fn provision(
         return Err(unsafe_path(
             &paths.dir,
             "the folder holds a single-layout session (outbound.db next to inbound.db); \
-             convert it with `cargo xtask migrate` while no container runs",
+             convert it with `sessionbus migrate` while no container runs",
         ));
     }
     std::fs::create_dir_all(&paths.dir).map_err(io_err(&paths.dir))?;

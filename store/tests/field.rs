@@ -5,7 +5,6 @@ use sessionbus_schema::{Clock, DbError, Seq};
 use sessionbus_store::*;
 use sessionbus_testkit::{message, TempSession};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::process::Command;
 
 /// Item 3: a `failed` ack makes the messages_in row `failed`, not `completed`.
 #[test]
@@ -145,11 +144,13 @@ fn destinations_rewritten_mid_session_are_seen_at_once() {
 
 const NOBODY: u32 = 65534;
 
-fn child_env_test(name: &str, dir: &std::path::Path, uid: u32) -> std::process::Output {
+/// Runs the container's start-up in a child process as `uid` (`sessionbus-test-child
+/// container-start`), which prints `CHILD-OK` or `CHILD-ERR <error>`.
+fn child_container_start(dir: &std::path::Path, uid: u32) -> std::process::Output {
     use std::os::unix::process::CommandExt;
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env("SESSIONBUS_FIELD_CHILD", dir)
+    sessionbus_testkit::child::command()
+        .arg("container-start")
+        .arg(dir)
         .uid(uid)
         .gid(uid)
         .output()
@@ -159,24 +160,6 @@ fn child_env_test(name: &str, dir: &std::path::Path, uid: u32) -> std::process::
 fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// Runs in a child process as the container's unprivileged user: opens the session as the
-/// container and does its start-up, printing the outcome.
-#[test]
-fn child_container_start() {
-    let Ok(dir) = std::env::var("SESSIONBUS_FIELD_CHILD") else {
-        return; // only meaningful as a child of the ownership tests
-    };
-    match ContainerSession::open(&dir).and_then(|c| c.start().map(|_| c)) {
-        Ok(c) => {
-            c.outbound()
-                .write(&NewOutbound::chat("from-child", "hi"))
-                .unwrap();
-            println!("CHILD-OK");
-        }
-        Err(e) => println!("CHILD-ERR {e}"),
-    }
 }
 
 /// Item 8: the host runs as root, the container as an unprivileged user. Provisioning with
@@ -216,7 +199,7 @@ fn provisioned_ownership_lets_an_unprivileged_container_start() {
         .inbound()
         .write_message(&message("m", "x").build())
         .unwrap();
-    let out = child_env_test("child_container_start", &paths.dir, NOBODY);
+    let out = child_container_start(&paths.dir, NOBODY);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("CHILD-OK"),
@@ -240,7 +223,7 @@ fn root_owned_session_fails_container_start_up_with_a_clear_error() {
     std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let paths = SessionPaths::new(root.path().join("s"));
     provision(&paths, None, &SystemClock).unwrap();
-    let out = child_env_test("child_container_start", &paths.dir, NOBODY);
+    let out = child_container_start(&paths.dir, NOBODY);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout
         .lines()

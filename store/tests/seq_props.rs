@@ -157,7 +157,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
         .inbound()
         .with_raw_connection(|c| {
             diesel::sql_query(
-                "SELECT id, seq, NULL AS in_reply_to FROM messages_in \
+                "SELECT id, seq, NULL AS in_reply_to FROM messages_in WHERE kind <> 'host-reply' \
                  UNION ALL SELECT id, seq, in_reply_to FROM host_replies",
             )
             .load(c)

@@ -7,6 +7,7 @@
 //! - [`MemSession`]: the same views over two in-memory databases, for fast unit tests;
 //! - [`message`] / [`reply`]: builders with sensible defaults;
 //! - [`legacy`]: files as the older implementation left them, every generation G0 to G8;
+//! - [`child`]: the tests' child processes (`sessionbus-test-child`), one per role;
 //! - [`mount`]: a session folder seen through a real FUSE mount (bindfs) in a chosen cache
 //!   mode, for the cross-mount tests.
 //!
@@ -22,6 +23,7 @@
 #![warn(missing_docs)]
 
 mod builders;
+pub mod child;
 mod clock;
 pub mod hostile;
 pub mod legacy;

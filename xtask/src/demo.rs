@@ -596,13 +596,10 @@ pub fn run(args: &DemoArgs) -> Result<DemoSummary, String> {
             kills: 0,
         },
         screen: Screen::default(),
-        opts: SweepOptions {
-            retry: RetryPolicy {
-                base_backoff_ms: args.backoff_ms,
-                ..RetryPolicy::default()
-            },
-            wake: true,
-        },
+        opts: SweepOptions::default().with_retry(RetryPolicy {
+            base_backoff_ms: args.backoff_ms,
+            ..RetryPolicy::default()
+        }),
         step_timeout: Duration::from_secs(args.step_timeout_secs.max(1)),
         retried: Vec::new(),
         on_first_retry: None,

@@ -8,11 +8,12 @@
 //! that prints that report. The binary (`src/main.rs`) only parses the command line and
 //! dispatches. Commands:
 //!
-//! - [`migrate`]: bring every `inbound.db` / `outbound.db` of a data dir to this build's
-//!   schema, adopting legacy files of every generation;
+//! - [`migrate`]: `sessionbus migrate` (the runtime's operator library, feature `cli`):
+//!   convert single-layout sessions while their containers are stopped, migrate every
+//!   `inbound.db`, report every `outbound.db` (its container migrates it);
 //! - [`demo`]: a host and an echo container process talking through real files, with a
 //!   `kill -9` mid-conversation that the sweep recovers from;
-//! - [`inspect`]: what one session folder holds right now (read-only);
+//! - [`inspect`]: `sessionbus inspect`, what one session folder holds right now (read-only);
 //! - [`bench`](mod@bench): the library against a raw-SQLite baseline doing the same SQL work, polls
 //!   against history size, a sweep of many sessions, a container's memory over a long run.
 //! - [`soak`]: a host, containers and a second host-side writer as separate processes under a
@@ -27,12 +28,16 @@
 
 pub mod bench;
 pub mod demo;
-pub mod inspect;
-pub mod migrate;
 pub mod mountcheck;
 pub mod soak;
 
 use std::process::ExitCode;
+
+/// `cargo xtask migrate`: the same code as the operator's `sessionbus migrate`.
+pub use sessionbus_runtime::operator::migrate;
+
+/// `cargo xtask inspect`: the same code as the operator's `sessionbus inspect`.
+pub use sessionbus_runtime::operator::inspect;
 
 /// The command line: `cargo xtask <command> [options]`.
 #[derive(Debug, clap::Parser)]
@@ -51,12 +56,14 @@ pub struct Cli {
 /// Every command of `cargo xtask`.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Migrate every session's inbound.db and outbound.db to this build's schema.
+    /// Convert single-layout sessions to the split layout and migrate every inbound.db
+    /// (the same as `sessionbus migrate`).
     Migrate(migrate::MigrateArgs),
     /// Run a host and an echo container through real files, kill the container mid-way,
     /// and show every message answered exactly once.
     Demo(demo::DemoArgs),
-    /// Show what a session folder holds right now, without writing anything.
+    /// Show what a session folder holds right now, without writing anything (the same as
+    /// `sessionbus inspect`).
     Inspect(inspect::InspectArgs),
     /// Measure the library against a raw-SQLite baseline doing the same work.
     Bench(bench::BenchArgs),

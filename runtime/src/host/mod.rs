@@ -14,7 +14,9 @@ mod sweeper;
 
 pub use accept::{accept_chat, Accepted};
 pub use deliver::{deliver_session, Deliverer, DeliveryReport};
-pub use sweep::{decide_now, sweep_session, SweepOptions, SweepReport};
+pub use sweep::{
+    activity, decide_now, sweep_session, Activity, SweepOptions, SweepReport, DEFAULT_IDLE_AFTER,
+};
 pub use sweeper::{SweepOutcome, Sweeper};
 
 use crate::control::CallerError;

@@ -16,7 +16,9 @@
 use super::ContainerControl;
 use crate::error::RuntimeError;
 use crate::heartbeat;
-use crate::liveness::{self, Claim, RetryAction, RetryPolicy, StuckDecision, ToolInFlight};
+use crate::liveness::{
+    self, Claim, KillReason, RetryAction, RetryPolicy, StuckDecision, ToolInFlight,
+};
 use sessionbus_schema::Timestamp;
 use sessionbus_store::{
     AckStatus, ClaimRecord, ContainerState, HostSession, MessageIn, MessageStatus, NextOccurrence,
@@ -26,20 +28,52 @@ use std::collections::{BTreeMap, HashSet};
 
 /// Options of a sweep.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct SweepOptions {
     /// Retries and failures of claimed messages.
     pub retry: RetryPolicy,
     /// Start a container when the session has due messages and none runs (default: true; a
     /// host that starts containers by other means turns it off).
     pub wake: bool,
+    /// Stop a running container once nothing is pending and nothing happened for this long
+    /// (default 30 minutes; `None` keeps idle containers). "Happened" is what the host itself
+    /// saw (see [`sessionbus_store::InboundWriter::last_activity`]), never the heartbeat: a
+    /// container cannot keep itself alive by touching it.
+    pub idle_after: Option<std::time::Duration>,
 }
+
+/// The default idle limit: the older implementation's ceiling reaped idle containers after
+/// 30 minutes, because its heartbeat stopped while idle; this library's heartbeat does not,
+/// so the idle rule is its own.
+pub const DEFAULT_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 impl Default for SweepOptions {
     fn default() -> Self {
         SweepOptions {
             retry: RetryPolicy::default(),
             wake: true,
+            idle_after: Some(DEFAULT_IDLE_AFTER),
         }
+    }
+}
+
+impl SweepOptions {
+    /// The same options with this retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The same options, waking containers or not.
+    pub fn with_wake(mut self, wake: bool) -> Self {
+        self.wake = wake;
+        self
+    }
+
+    /// The same options with this idle limit (`None`: never stop an idle container).
+    pub fn with_idle_after(mut self, idle_after: Option<std::time::Duration>) -> Self {
+        self.idle_after = idle_after;
+        self
     }
 }
 
@@ -140,7 +174,12 @@ pub fn sweep_session(
         let beat = heartbeat::mtime(&paths.heartbeat)?;
         let tool = observed.as_ref().and_then(|o| o.tool.clone());
         let live = live_claims(&records, observed.as_ref());
-        let decision = liveness::decide(now, beat, tool.as_ref(), &live);
+        let mut decision = liveness::decide(now, beat, tool.as_ref(), &live);
+        if decision == StuckDecision::Healthy && pending.is_empty() && live.is_empty() {
+            if let Some(reason) = idle_reason(host, opts.idle_after, now)? {
+                decision = StuckDecision::Kill { reason };
+            }
+        }
         if let StuckDecision::Kill { reason } = &decision {
             control
                 .kill(&paths, reason)
@@ -169,6 +208,53 @@ pub fn sweep_session(
         report.woke = true;
     }
     Ok(report)
+}
+
+/// [`KillReason::Idle`] when nothing happened for longer than `limit`.
+fn idle_reason(
+    host: &HostSession,
+    limit: Option<std::time::Duration>,
+    now: Timestamp,
+) -> Result<Option<KillReason>, RuntimeError> {
+    let Some(limit) = limit else {
+        return Ok(None);
+    };
+    let limit_ms = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
+    let Some(last) = host.inbound().last_activity()? else {
+        return Ok(None);
+    };
+    let idle_ms = now.millis_since(last);
+    Ok((idle_ms > limit_ms).then_some(KillReason::Idle { idle_ms, limit_ms }))
+}
+
+/// Whether the session's container is working on something now, for a typing indicator:
+/// busy since the oldest claim of a pending message (the host's own reading of the
+/// container's file), or since the container's busy mark when that is older. Reads only; never
+/// a reason to kill or keep anything.
+pub fn activity(host: &HostSession) -> Result<Activity, RuntimeError> {
+    let claims = host.pending_claims()?;
+    let oldest_claim = claims.iter().filter_map(|c| c.claimed_at.instant()).min();
+    let mark = host.outbound().busy_since().ok().flatten();
+    let now = host.clock().now();
+    // A mark the container left behind long ago is not work in progress.
+    let mark = mark.filter(|m| now.millis_since(*m) <= liveness::MAX_DECLARED_TIMEOUT_MS);
+    Ok(match [oldest_claim, mark].into_iter().flatten().min() {
+        Some(since) => Activity::Busy { since },
+        None => Activity::Idle,
+    })
+}
+
+/// What [`activity`] says a session's container is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Activity {
+    /// Nothing claimed, no batch in progress.
+    Idle,
+    /// Working on a batch since this instant.
+    Busy {
+        /// When the work started (its claim).
+        since: Timestamp,
+    },
 }
 
 /// The claims that can make a running container stuck: those read now and not yet settled,

@@ -28,10 +28,23 @@ struct QuietMark {
 /// which needs no database read. Any change (a message written by any host process, an ack or
 /// claim by the container, the container stopping) or [`Sweeper::FULL_SWEEP_EVERY`] passing
 /// makes the next sweep of that session a full [`sweep_session`].
+///
+/// A container that fails to start is not retried on every sweep: the next attempt for that
+/// session waits [`Sweeper::START_BACKOFF`], doubling with each failure up to
+/// [`Sweeper::MAX_START_BACKOFF`], and a start that succeeds clears it.
 #[derive(Debug, Default)]
 pub struct Sweeper {
     opts: SweepOptions,
     quiet: std::collections::HashMap<PathBuf, QuietMark>,
+    start_failures: std::collections::HashMap<PathBuf, StartFailures>,
+    start_backoff: Option<std::time::Duration>,
+}
+
+/// A session whose container failed to start: how often in a row, and when to try again.
+#[derive(Debug, Clone, Copy)]
+struct StartFailures {
+    count: u32,
+    retry_at: std::time::Instant,
 }
 
 /// What [`Sweeper::sweep`] did for one session.
@@ -47,12 +60,49 @@ impl Sweeper {
     /// A quiet session still gets a full sweep at least this often.
     pub const FULL_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
+    /// The wait after a first failed start (it doubles with each failure in a row).
+    pub const START_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// The longest wait between two start attempts.
+    pub const MAX_START_BACKOFF: std::time::Duration = std::time::Duration::from_secs(300);
+
     /// A sweeper with these options.
     pub fn new(opts: SweepOptions) -> Self {
         Sweeper {
             opts,
-            quiet: Default::default(),
+            ..Sweeper::default()
         }
+    }
+
+    /// The same sweeper with another first wait after a failed start.
+    pub fn with_start_backoff(mut self, first: std::time::Duration) -> Self {
+        self.start_backoff = Some(first);
+        self
+    }
+
+    /// Whether a start for `session` is held back now (its container failed to start
+    /// recently), and until when.
+    pub fn start_held_until(&self, session: &std::path::Path) -> Option<std::time::Instant> {
+        self.start_failures
+            .get(session)
+            .map(|f| f.retry_at)
+            .filter(|at| *at > std::time::Instant::now())
+    }
+
+    /// Notes a failed start and when to try again.
+    fn start_failed(&mut self, session: &std::path::Path) {
+        let first = self.start_backoff.unwrap_or(Self::START_BACKOFF);
+        let count = self.start_failures.get(session).map_or(0, |f| f.count) + 1;
+        let wait = first
+            .saturating_mul(2u32.saturating_pow(count.saturating_sub(1).min(20)))
+            .min(Self::MAX_START_BACKOFF);
+        self.start_failures.insert(
+            session.to_path_buf(),
+            StartFailures {
+                count,
+                retry_at: std::time::Instant::now() + wait,
+            },
+        );
     }
 
     /// Sweeps one session: a full [`sweep_session`] unless the session was quiet and nothing
@@ -85,7 +135,22 @@ impl Sweeper {
             }
         }
         self.quiet.remove(&paths.dir);
-        let report = sweep_session(host, control, next_occurrence, self.opts)?;
+        let held = self.start_held_until(&paths.dir).is_some();
+        let opts = self.opts.with_wake(self.opts.wake && !held);
+        let report = match sweep_session(host, control, next_occurrence, opts) {
+            Err(
+                e @ RuntimeError::Control {
+                    action: "start", ..
+                },
+            ) => {
+                self.start_failed(&paths.dir);
+                return Err(e);
+            }
+            other => other?,
+        };
+        if report.woke {
+            self.start_failures.remove(&paths.dir);
+        }
         // Quiet when nothing is pending or claimed now. The counters are the ones read before
         // the sweep, so a commit during it (ours included) makes the next sweep a full one.
         let running_now = control.is_running(&paths);

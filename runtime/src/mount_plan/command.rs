@@ -29,6 +29,7 @@ const TMP: ContainerPath = ContainerPath::from_static("/tmp");
 ///       --new-session --cap-drop ALL --uid <uid> --gid <gid>
 ///       [--ro-bind <dir> <dir>]...            base system folders, in the caller's order
 ///       --proc /proc --dev /dev --tmpfs /tmp
+///       [--ro-bind <dir> <dir>]...            base system folders inside /proc, /dev or /tmp
 ///       <the plan's --bind / --ro-bind>...
 ///       [--chdir <dir>] -- <program> <args>...
 /// ```
@@ -156,13 +157,25 @@ impl<'a> BwrapCommand<'a> {
             (&dev, Path::new("dev")),
             (&tmp, Path::new("tmpfs")),
         ];
+        // A system folder inside /proc, /dev or /tmp (the container program built under
+        // /tmp, say) goes after the fresh mount there, or that mount would hide it.
+        let (outer, nested): (Vec<_>, Vec<_>) = system.into_iter().partition(|(t, _)| {
+            !fixed
+                .iter()
+                .any(|(f, _)| Path::new(t.as_str()).starts_with(f.as_str()))
+        });
         check_order(
-            system.iter().map(|(t, s)| (t, *s)).chain(fixed).chain(
-                self.plan
-                    .mounts()
-                    .iter()
-                    .map(|m| (&m.target, m.source.as_path())),
-            ),
+            outer
+                .iter()
+                .map(|(t, s)| (t, *s))
+                .chain(fixed)
+                .chain(nested.iter().map(|(t, s)| (t, *s)))
+                .chain(
+                    self.plan
+                        .mounts()
+                        .iter()
+                        .map(|m| (&m.target, m.source.as_path())),
+                ),
         )?;
 
         let mut a: Vec<OsString> = Vec::new();
@@ -179,15 +192,21 @@ impl<'a> BwrapCommand<'a> {
         );
         let (uid, gid) = (self.uid.to_string(), self.gid.to_string());
         push(&mut a, &["--uid", &uid, "--gid", &gid]);
-        for (_, dir) in &system {
+        let ro_bind = |a: &mut Vec<OsString>, dir: &Path| {
             a.push("--ro-bind".into());
             a.push(dir.as_os_str().to_owned());
             a.push(dir.as_os_str().to_owned());
+        };
+        for (_, dir) in &outer {
+            ro_bind(&mut a, dir);
         }
         push(
             &mut a,
             &["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"],
         );
+        for (_, dir) in &nested {
+            ro_bind(&mut a, dir);
+        }
         a.extend(self.plan.bwrap_args());
         if let Some(dir) = &self.chdir {
             a.push("--chdir".into());

@@ -368,10 +368,7 @@ pub fn sweep_library(paths: &[SessionPaths], running: bool, sweeps: usize) -> Be
         running,
         actions: 0,
     };
-    let opts = SweepOptions {
-        wake: !running,
-        ..SweepOptions::default()
-    };
+    let opts = SweepOptions::default().with_wake(!running);
     let start = Instant::now();
     for _ in 0..sweeps {
         let outcomes = for_each_session(&hosts, |h| sweep_session(h, &mut control, &no_next, opts));

@@ -560,14 +560,11 @@ fn host(run: &Path, incarnation: u32) -> ProcResult {
         n: 0,
         recent: HashMap::new(),
     };
-    let opts = SweepOptions {
-        retry: RetryPolicy {
-            base_backoff_ms: cfg.base_backoff_ms,
-            max_tries: cfg.max_tries,
-            ..RetryPolicy::default()
-        },
-        wake: true,
-    };
+    let opts = SweepOptions::default().with_retry(RetryPolicy {
+        base_backoff_ms: cfg.base_backoff_ms,
+        max_tries: cfg.max_tries,
+        ..RetryPolicy::default()
+    });
     let tick = Duration::from_millis(cfg.tick_ms.max(1));
     // Probability that one session gets a write in one tick.
     let p_write = (cfg.rate * cfg.tick_ms as f64 / 1000.0 / cfg.sessions.max(1) as f64).min(1.0);
@@ -620,10 +617,7 @@ fn host(run: &Path, incarnation: u32) -> ProcResult {
     // A clean stop: containers get SIGTERM (they clear their claims), then a last sweep and
     // delivery with no wake-up.
     control.stop_all(Duration::from_secs(5));
-    let last = SweepOptions {
-        wake: false,
-        ..opts
-    };
+    let last = opts.with_wake(false);
     for o in for_each_session(&sessions, |h| {
         sweep_session(h, &mut control, &|_| None, last)?;
         platform.sid = sid_of(h.paths());
