@@ -46,7 +46,7 @@ use sessionbus_runtime::mount_plan::GroupMounts;
 use sessionbus_store::{
     convert_to_split, provision, Address, ContainerStopped, Destination, DestinationType,
     DueOutbound, HostSession, NewMessage, OutboundSource, Ownership, Routing, SessionPaths,
-    SystemClock,
+    SystemClock, HOST_REPLY_KIND,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -402,6 +402,7 @@ struct InRow {
     id: String,
     seq: i64,
     status: String,
+    kind: String,
 }
 
 #[derive(Debug)]
@@ -469,13 +470,14 @@ fn files(dir: &Path) -> Result<Files, String> {
     };
     let read = || -> rusqlite::Result<Files> {
         let inb = open_ro(&dir.join("inbound.db"))?;
-        let mut st = inb.prepare("SELECT id, seq, status FROM messages_in ORDER BY seq")?;
+        let mut st = inb.prepare("SELECT id, seq, status, kind FROM messages_in ORDER BY seq")?;
         let messages_in = st
             .query_map([], |r| {
                 Ok(InRow {
                     id: r.get(0)?,
                     seq: r.get(1)?,
                     status: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    kind: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -565,9 +567,33 @@ fn check_files(c: &mut Checks, dir: &Path, sent: &[(String, String)]) {
         format!("files: replies never recorded delivered: {undelivered:?}"),
     );
 
-    // Parity and uniqueness (SPEC section 5).
+    // Parity and uniqueness (SPEC section 5). The library writes every host reply twice, in
+    // one transaction: into host_replies and, for the older implementation (which knows only
+    // messages_in: its even-seq allocation and its lookups by seq must see the reply), as a
+    // `completed` messages_in row of kind HOST_REPLY_KIND with the same id and seq. Such a
+    // mirror is the same message, not a second use of its seq; every host reply must have one.
+    let is_mirror = |r: &InRow| {
+        r.kind == HOST_REPLY_KIND
+            && f.host_replies
+                .iter()
+                .any(|h| h.id == r.id && h.seq == r.seq)
+    };
+    for h in &f.host_replies {
+        c.check(
+            f.messages_in.iter().any(|r| {
+                r.id == h.id
+                    && r.seq == h.seq
+                    && r.kind == HOST_REPLY_KIND
+                    && r.status == "completed"
+            }),
+            format!(
+                "files: host reply {} (seq {}) has no completed mirror in messages_in",
+                h.id, h.seq
+            ),
+        );
+    }
     let mut all = BTreeMap::new();
-    for r in &f.messages_in {
+    for r in f.messages_in.iter().filter(|r| !is_mirror(r)) {
         c.check(
             r.seq % 2 == 0,
             format!("files: messages_in {} has odd seq {}", r.id, r.seq),
@@ -779,13 +805,10 @@ fn converse(
             result: Err(format!("projecting the wiring: {e}")),
         };
     }
-    let opts = SweepOptions {
-        retry: RetryPolicy {
-            base_backoff_ms: 100,
-            ..RetryPolicy::default()
-        },
-        wake: true,
-    };
+    let opts = SweepOptions::default().with_retry(RetryPolicy {
+        base_backoff_ms: 100,
+        ..RetryPolicy::default()
+    });
     let mut out = Collect::default();
     let mut written = Vec::new();
     let mut result = Ok(());
@@ -831,10 +854,7 @@ fn converse(
     }
     // Stop the container, then one last sweep (acks synced) and delivery.
     ctl.stop(host.paths());
-    let last = SweepOptions {
-        wake: false,
-        ..opts
-    };
+    let last = opts.with_wake(false);
     if let Err(e) = sweep_session(host, ctl, &|_| None, last) {
         result = result.and(Err(format!("the last sweep: {e}")));
     }
@@ -1266,10 +1286,13 @@ fn b4_rust_host_denies_an_admin_command_with_a_host_reply() {
     let dir = session_dir(&data, "s");
     check_files(&mut c, &dir, &sent);
     if let Ok(f) = files(&dir) {
+        // The denial's mirror (kind HOST_REPLY_KIND, completed) is there for the older
+        // implementation; it never reaches an agent.
+        let kinds: Vec<&str> = f.messages_in.iter().map(|r| r.kind.as_str()).collect();
         c.eq(
-            f.messages_in.len(),
-            2,
-            "messages_in rows (the commands never reach it)",
+            kinds,
+            vec!["chat", HOST_REPLY_KIND, "chat"],
+            "messages_in kinds (the commands never reach it; the denial's mirror does)",
         );
         c.eq(f.host_replies.len(), 1, "host_replies rows");
     }
@@ -1463,17 +1486,21 @@ fn b8_after_cargo_xtask_migrate_the_rust_host_continues_an_older_session() {
             run.describe()
         ),
     );
-    // The operator's documented path: `cargo xtask migrate` on the session, its container
-    // stopped (--force: the heartbeat of the container that just stopped is still fresh).
+    // The operator's documented path: `cargo xtask migrate --session DIR
+    // --no-containers-running --container-owner 1000:1000`. The operator stopped the older
+    // deployment, so it says so (the README: the caller's word decides before a heartbeat,
+    // and the heartbeat of the container that just stopped is still fresh). The older
+    // stand-in ran its container as root, so the operator names the sandbox's user that the
+    // container's area goes to (by default it would stay root's, the owner of outbound.db).
     let dir = session_dir(&data, "s");
     let migrate = xtask::migrate::MigrateArgs {
         data_dir: data.clone(),
         sessions: vec![dir.clone()],
-        dry_run: false,
-        json: false,
-        force: true,
+        no_containers_running: true,
+        container_owner: Some(OWNER),
+        ..Default::default()
     };
-    match xtask::migrate::run(&migrate, std::time::SystemTime::now(), &mut |_| {}) {
+    match xtask::migrate::run(&migrate, &SystemClock, &mut |_| {}) {
         Ok(report) => c.check(
             report.summary.failed == 0,
             format!("cargo xtask migrate failed: {:?}", report.summary.failures),
