@@ -596,6 +596,17 @@ fn a_stopped_single_layout_session_is_converted_and_migrated() {
     if root {
         use std::os::unix::fs::MetadataExt;
         assert_eq!(std::fs::metadata(&split.container_dir).unwrap().uid(), 1000);
+        // Everything moved into the area is that user's too, the files the operator's user
+        // (root) had made included: the container writes them all.
+        for p in [
+            &split.outbound,
+            &split.outbox,
+            &split.outbox.join("a.txt"),
+            &split.heartbeat,
+        ] {
+            let m = std::fs::symlink_metadata(p).unwrap();
+            assert_eq!((m.uid(), m.gid()), (1000, 1000), "{}", p.display());
+        }
         assert_eq!(
             entry(&r, &s.dir)["container_owner"],
             serde_json::json!([1000, 1000])

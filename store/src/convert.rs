@@ -66,9 +66,15 @@ const HOST_NAMES: &[&str] = &["inbound.db", "inbox"];
 
 /// Converts the single-layout folder `dir` to the split layout: the container's entries
 /// (outbound.db and its journal, `outbox/`, `.heartbeat`, and anything else it created) move
-/// into `dir/container/`, handed to `container` (its uid and gid) when given; `dir` becomes the
-/// host's (this process's user, mode 0755); inbound.db is migrated. A folder already in the
-/// split layout is left as it is (`Ok(None)`).
+/// into `dir/container/`; `dir` becomes the host's (this process's user, mode 0755); inbound.db
+/// is migrated. A folder already in the split layout is left as it is (`Ok(None)`).
+///
+/// With `container` (its uid and gid), the container's area and everything moved into it are
+/// handed to that user before the area takes its name, so a container that runs as that user
+/// can write its files again (an older host's files were often root's). Links are re-owned as
+/// links, never followed; a non-folder with more than one name is left as it is (it may be a
+/// host file the container linked into its folder: re-owning it would hand over the host's
+/// file).
 pub fn convert_to_split(
     dir: &Path,
     container: Option<Ownership>,
@@ -106,11 +112,13 @@ pub fn convert_to_split(
         std::fs::rename(&from, staging.join(&name)).map_err(io_err(&from))?;
         moved.push(name.to_string_lossy().into_owned());
     }
+    // Handed over while still staged: a conversion interrupted here is carried on by the next
+    // call (the folder still looks single), which hands everything over again.
+    if let Some(o) = container {
+        hand_over(&staging, o)?;
+    }
     let area = dir.join(CONTAINER_AREA);
     std::fs::rename(&staging, &area).map_err(io_err(&area))?;
-    if let Some(o) = container {
-        std::os::unix::fs::lchown(&area, Some(o.uid), Some(o.gid)).map_err(io_err(&area))?;
-    }
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     set_owner_mode(dir, Some(me), 0o755)?;
@@ -199,6 +207,32 @@ fn set_owner_mode(path: &Path, owner: Option<u32>, mode: u32) -> Result<()> {
     }
     // The entry is a real folder in a folder only the host writes now: no link to follow.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err(path))
+}
+
+/// Gives `root` and everything under it to `owner`: links re-owned as links (`lchown`), never
+/// followed; a non-folder with more than one name left as it is (see [`convert_to_split`]).
+/// Iterative, so a deep tree the container made cannot exhaust the stack. The container is
+/// stopped ([`ContainerStopped`]), so nothing changes the tree while it is walked.
+fn hand_over(root: &Path, owner: Ownership) -> Result<()> {
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        let m = std::fs::symlink_metadata(&path).map_err(io_err(&path))?;
+        if m.is_dir() {
+            for entry in std::fs::read_dir(&path).map_err(io_err(&path))? {
+                todo.push(entry.map_err(io_err(&path))?.path());
+            }
+        } else if m.nlink() > 1 {
+            tracing::warn!(
+                path = %path.display(),
+                links = m.nlink(),
+                "converting a session: not handing a file with several names to the container"
+            );
+            continue;
+        }
+        std::os::unix::fs::lchown(&path, Some(owner.uid), Some(owner.gid))
+            .map_err(io_err(&path))?;
+    }
+    Ok(())
 }
 
 /// Makes `inbox/` and everything in it the host's (links re-owned as links, never followed),

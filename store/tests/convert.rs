@@ -160,6 +160,104 @@ fn a_folder_whose_host_files_could_be_forged_is_refused_and_left_as_it_was() {
     }
 }
 
+/// The owner of every entry under `root` (itself included), links not followed.
+fn owners_under(root: &Path) -> Vec<(PathBuf, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        if m.is_dir() {
+            todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+        out.push((p, m.uid(), m.gid()));
+    }
+    out.sort();
+    out
+}
+
+/// An older host ran as root and so did its container: everything in the folder is root's.
+/// Converting it for a container that runs as another user hands that user the container's
+/// area and everything moved into it (outbound.db, `outbox/` and what is in it, `.heartbeat`,
+/// planted links as links), so the container can write its files again; a planted hard link to
+/// a host file, and what a link points to, stay the host's.
+#[test]
+fn converting_for_a_container_user_hands_it_everything_moved_into_its_area() {
+    use std::os::unix::fs::MetadataExt;
+    const NOBODY: u32 = 65534;
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root to hand files to another user (CI runs as root)"
+    );
+    let (root, dir) = single_layout_folder();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host_file = root.path().join("host-file");
+    std::fs::write(&host_file, b"the host's").unwrap();
+    std::fs::hard_link(&host_file, dir.join("outbox/planted-hard-link")).unwrap();
+    std::os::unix::fs::symlink(&host_file, dir.join("planted-link")).unwrap();
+    let owner = sessionbus_store::Ownership {
+        uid: NOBODY,
+        gid: NOBODY,
+    };
+    let done = convert_to_split(&dir, Some(owner), &SystemClock, stopped())
+        .unwrap()
+        .expect("converted");
+    let area = done.paths.container_dir.clone();
+    let owners = owners_under(&area);
+    for (path, uid, gid) in &owners {
+        if path.ends_with("outbox/planted-hard-link") {
+            assert_eq!((*uid, *gid), (0, 0), "{}", path.display());
+        } else {
+            assert_eq!((*uid, *gid), (NOBODY, NOBODY), "{}", path.display());
+        }
+    }
+    for name in [
+        "",
+        "outbound.db",
+        ".heartbeat",
+        "outbox",
+        "outbox/r1/out.txt",
+        "planted-link",
+    ] {
+        let p = area.join(name);
+        assert!(
+            owners.iter().any(|(q, _, _)| *q == p),
+            "{} was not moved into the area",
+            p.display()
+        );
+    }
+    // What the links name stays the host's; the host's folder and files stay the host's.
+    let host = std::fs::metadata(&host_file).unwrap();
+    assert_eq!((host.uid(), host.gid()), (0, 0));
+    for p in [&dir, &done.paths.inbound, &done.paths.inbox] {
+        assert_eq!(
+            std::fs::symlink_metadata(p).unwrap().uid(),
+            0,
+            "{}",
+            p.display()
+        );
+    }
+    // The container, as that user, starts on the converted folder and writes outbound.db.
+    let out = {
+        use std::os::unix::process::CommandExt;
+        sessionbus_testkit::child::command()
+            .arg("container-start")
+            .arg(&dir)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+            .unwrap()
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("CHILD-OK"),
+        "child: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_split_folder_is_left_alone() {
     let root = tempfile::tempdir().unwrap();
