@@ -6,7 +6,10 @@
 //!
 //! - `PRAGMA integrity_check` is `ok` and the journal mode is `delete`, for both files;
 //! - seqs are unique across `messages_in`, `host_replies` and `messages_out`, even for the
-//!   host's rows and odd for the container's, and every reply sorts after what it answers;
+//!   host's rows and odd for the container's, and every reply sorts after what it answers. A
+//!   host reply's mirror in `messages_in` (kind `host-reply`, written in the same transaction
+//!   for the older implementation) is no message: it must carry its reply's id and seq, and is
+//!   checked as such;
 //! - every message the ledger says was committed is in `messages_in` with the seq the write
 //!   returned (a write whose `Ok` was lost to a kill is found in the file all the same);
 //! - every `messages_in` row that wakes the agent is `completed` with exactly one reply, or
@@ -32,6 +35,7 @@ use super::proc::{Special, EXIT_DISK_FULL, EXIT_HANDLER, EXIT_IO};
 use super::{DriverRecord, Layout, RunConfig};
 use rusqlite::{Connection, OpenFlags};
 use sessionbus_schema::{DbFile, FileKind, Role};
+use sessionbus_store::HOST_REPLY_KIND;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
@@ -279,7 +283,9 @@ fn count(c: &Connection, sql: &str) -> Result<i64, String> {
 }
 
 /// Whether every listed session is settled: no pending message that wakes the agent, no
-/// claim, every reply delivered.
+/// claim of a pending message, every reply delivered. (A claim on a message the host has
+/// settled stays in outbound.db until the next container starts: after a handler failure on
+/// the last try, say, the message is `failed` and nothing wakes a container again.)
 pub fn settled(layout: &Layout, sessions: &[usize]) -> bool {
     sessions.iter().all(|i| {
         let dir = layout.session(*i);
@@ -291,11 +297,20 @@ pub fn settled(layout: &Layout, sessions: &[usize]) -> bool {
                 "SELECT count(*) FROM messages_in \
                  WHERE coalesce(status, 'pending') = 'pending' AND trigger = 1",
             )?;
-            let claims = count(
+            if pending > 0 {
+                return Ok(false);
+            }
+            let still: HashSet<String> = strings(
+                &inbound,
+                "SELECT id FROM messages_in WHERE coalesce(status, 'pending') = 'pending'",
+            )?
+            .into_iter()
+            .collect();
+            let claimed = strings(
                 &outbound,
-                "SELECT count(*) FROM processing_ack WHERE status = 'processing'",
+                "SELECT message_id FROM processing_ack WHERE status = 'processing'",
             )?;
-            if pending > 0 || claims > 0 {
+            if claimed.iter().any(|id| still.contains(id)) {
                 return Ok(false);
             }
             let delivered: HashSet<String> =
@@ -347,6 +362,8 @@ struct InRow {
     tries: i64,
     trigger: i64,
     special: Option<Special>,
+    /// A host reply's mirror (kind `host-reply`), not a message.
+    mirror: bool,
 }
 
 struct OutRow {
@@ -435,7 +452,14 @@ pub fn check(layout: &Layout, cfg: &RunConfig, rec: &DriverRecord) -> Report {
                     }
                 }
             }
-            Some("container_exit") if f.get(4).map(String::as_str) == Some("fsize") => {
+            Some("container_exit")
+                if f.get(4).map(String::as_str) == Some("fsize")
+                    && !rec.broken.as_ref().is_some_and(|(b, at, _)| {
+                        f.get(1) == Some(&Layout::sid(*b)) && *ms >= *at
+                    }) =>
+            {
+                // (A limited container of the broken session, once it broke, fails on the
+                // garbage first: that is the garbage fault's outcome, checked there.)
                 let code = f.get(3).map_or("?", |s| s);
                 let clear = [EXIT_DISK_FULL.to_string(), EXIT_IO.to_string()];
                 if clear.iter().any(|c| c == code) {
@@ -584,11 +608,11 @@ fn check_session(
         let mut st = inbound
             .prepare(
                 "SELECT id, seq, coalesce(status, 'pending'), coalesce(tries, 0), trigger, \
-                 content FROM messages_in",
+                 content, kind = ?1 FROM messages_in",
             )
             .map_err(|e| e.to_string())?;
         let rows = st
-            .query_map([], |row| {
+            .query_map([HOST_REPLY_KIND], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     InRow {
@@ -604,6 +628,7 @@ fn check_session(
                                     .and_then(|t| t.as_str())
                                     .and_then(Special::of_text)
                             }),
+                        mirror: row.get::<_, Option<bool>>(6)?.unwrap_or(false),
                     },
                 ))
             })
@@ -645,7 +670,7 @@ fn check_session(
             .map_err(|e| e.to_string())?;
         Ok((ins, host_replies, messages_out, delivered, notes))
     };
-    let (ins, host_replies, messages_out, delivered, notes) = match read() {
+    let (mut ins, host_replies, messages_out, delivered, notes) = match read() {
         Ok(v) => v,
         Err(e) => {
             r.corrupt += 1;
@@ -653,6 +678,32 @@ fn check_session(
             return;
         }
     };
+
+    // Host replies' mirrors: each the same id and seq as its reply; then set aside.
+    let reply_seqs: HashMap<&str, Option<i64>> = host_replies
+        .iter()
+        .map(|m| (m.id.as_str(), m.seq))
+        .collect();
+    ins.retain(|id, m| {
+        if !m.mirror {
+            return true;
+        }
+        match reply_seqs.get(id.as_str()) {
+            Some(seq) if *seq == m.seq => {}
+            Some(seq) => {
+                r.seq_collisions += 1;
+                r.problem(format!(
+                    "{sid}: host reply {id} has seq {seq:?} but its messages_in mirror {:?}",
+                    m.seq
+                ));
+            }
+            None => {
+                r.duplicated += 1;
+                r.problem(format!("{sid}: messages_in mirror {id} of no host reply"));
+            }
+        }
+        false
+    });
 
     // Seqs: unique over both files, parity by side, replies after what they answer.
     let mut seqs: HashMap<i64, usize> = HashMap::new();
