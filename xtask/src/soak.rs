@@ -26,9 +26,37 @@
 //!   bind mount in a private mount namespace (as a container's `:ro` mount): they must keep
 //!   working, since they only read it;
 //! - `garbage`: the last session's inbound.db or outbound.db is replaced by garbage or a
-//!   truncated copy: that session fails with clear errors, the others carry on.
+//!   truncated copy: that session fails with clear errors, the others carry on;
+//! - `handler_panic`, `handler_hang`, `poison`: the driver writes a special message (text
+//!   `panic-once:<id>`, `hang-once:<id>`, `poison:<id>`, see [`proc::Special`]) into a session
+//!   next to the host, and the container's handler panics on it once, hangs on it once, or
+//!   fails on it every time. A panic ends the container's run with the batch's claims left:
+//!   the host counts a try and retries at once, and the next container answers. A hang runs
+//!   past `handlerTimeoutMs` (2 s here, real time: the container measures the deadline with
+//!   `Instant`, so the clock's jumps never fire it, and a loaded machine has 13 times the
+//!   echo handler's longest think): the container then sets its heartbeat back to the claim,
+//!   and once the driver sees the deadline has passed it steps the clock past the 60 s claim
+//!   tolerance (the claim rule compares clock times, and a minute of real time would outlast
+//!   a short run), so the host's sweep must kill the container; a later one answers. A poison
+//!   message must end `failed` after the retry policy's tries, unanswered. Poison messages go
+//!   to `s1`, which runs one message per batch (`--poison-batch`): the runtime counts a try
+//!   for every message of a failed batch, so with batches of several a poison message's
+//!   batch-mates follow it to `failed` (`collateral`, a problem; `--poison-batch 4` shows it).
+//!   With one message per batch the host writes no context rows into `s1`: the container's
+//!   poll hands out the newest due rows, so a newer context row alone makes a batch that wakes
+//!   nothing, and an older message (a poison message waiting out its backoff, say) is not
+//!   handed out until a newer one that wakes the agent arrives, which never happens in the
+//!   drain. The other special messages go to any session but the last. "Once" is a marker in the
+//!   container's session state (`soak-once:<id>`), committed before the misbehaviour.
 //!
-//! Then the drain: faults and writes stop, the clock moves past every scheduled retry, and the
+//! The host keeps the default idle rule (stop a container after 30 min of the clock with
+//! nothing pending, claimed or happening): the clock's steps past 30 min trigger it. Such a
+//! stop is counted as `idle_stops`, never as a stuck kill, and what it could get wrong (a
+//! claim taken in the moment of the stop) is a try the host counts and retries, checked with
+//! the messages.
+//!
+//! Then the drain: faults and writes stop, containers hung by `hang` or in their handler get
+//! up to 30 s to be killed by the host, the clock moves past every scheduled retry, and the
 //! host runs until every message is settled (or `--drain-secs` pass). The check (see
 //! [`check`]) reads every file with the processes stopped.
 
@@ -63,9 +91,11 @@ pub const GROUP: &str = "soak";
     long_about = "Run a host, one container per session and a second host-side writer as separate \
 processes under a random workload, while a fault injector kills them (kill -9, also inside \
 transactions), restarts them, jumps the clock forward and back, fills the disk (a file-size \
-limit), mounts a session's inbound.db read-only on the container side, hangs a container, and \
-swaps a garbage file into one session. Then it drains and checks the ledger against the files: \
-every message the host committed answered exactly once or failed after its last try, no seq \
+limit), mounts a session's inbound.db read-only on the container side, hangs a container, \
+swaps a garbage file into one session, and writes messages the container's handler panics on \
+once, hangs on once (past its deadline) or fails on every time (poison). Then it drains and \
+checks the ledger against the files: every message the host committed answered exactly once or \
+failed after its last try, every poison message failed and nothing else failed with it, no seq \
 collision or parity break, no corrupt file, the other sessions unaffected by the broken one.\n\n\
 Prints one summary line. Needs Linux (/proc); the read-only fault needs root (mount namespaces).",
     after_help = "Exit status: 0 when nothing was lost, duplicated or corrupt; 1 otherwise or when \

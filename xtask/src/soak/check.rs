@@ -567,6 +567,25 @@ pub fn check(layout: &Layout, cfg: &RunConfig, rec: &DriverRecord) -> Report {
     r
 }
 
+/// For a message still pending after the drain: a note when context rows newer than it are
+/// pending too. The container's poll hands out the newest due rows, up to
+/// `maxMessagesPerPrompt`: when those are all context rows the batch wakes nothing, and an
+/// older message waits until a newer one that wakes the agent arrives.
+fn behind_context(ins: &HashMap<String, InRow>, m: &InRow) -> String {
+    let newer = ins
+        .values()
+        .filter(|o| o.status == "pending" && o.trigger == 0 && !o.mirror && o.seq > m.seq)
+        .count();
+    if newer == 0 {
+        String::new()
+    } else {
+        format!(
+            ", behind {newer} newer pending context row(s): a batch of the newest due rows \
+             that holds only context wakes nothing"
+        )
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn check_session(
     layout: &Layout,
@@ -851,8 +870,10 @@ fn check_session(
                 (status, 0) => {
                     r.lost += 1;
                     r.problem(format!(
-                        "{sid}: poison message {id} is still {status} (tries {}) after the drain",
-                        m.tries
+                        "{sid}: poison message {id} is still {status} (tries {}) after the \
+                         drain{}",
+                        m.tries,
+                        behind_context(&ins, m)
                     ));
                 }
                 (status, n) => {
@@ -905,8 +926,9 @@ fn check_session(
             (status, _) => {
                 r.lost += 1;
                 r.problem(format!(
-                    "{sid}: {id} is still {status} (tries {}) after the drain",
-                    m.tries
+                    "{sid}: {id} is still {status} (tries {}) after the drain{}",
+                    m.tries,
+                    behind_context(&ins, m)
                 ));
             }
         }

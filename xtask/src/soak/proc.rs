@@ -514,6 +514,12 @@ struct Workload {
     prefix: String,
     n: u64,
     recent: HashMap<String, Vec<(NewMessage, Seq)>>,
+    /// A session that gets no context rows: the poison session while it runs one message per
+    /// batch. There a context row newer than a due message strands it: the container's poll
+    /// takes the newest due rows, a batch of one context row wakes nothing, and the older
+    /// message is not handed out until a newer one that wakes the agent arrives (a runtime
+    /// limitation the soak steers around; see the README's Reliability section).
+    no_context: Option<String>,
 }
 
 impl Workload {
@@ -576,8 +582,10 @@ impl Workload {
             return Ok(());
         }
         let id = self.next_id(&sid);
-        let (kind, text, admin) = if roll < 0.12 {
+        let (kind, text, admin) = if roll < 0.12 && self.no_context.as_deref() != Some(&sid) {
             ("context", self.text(&id), false)
+        } else if roll < 0.12 {
+            ("chat", self.text(&id), false)
         } else if roll < 0.15 {
             ("clear", "/clear".to_string(), true)
         } else if roll < 0.18 {
@@ -658,6 +666,7 @@ fn host(run: &Path, incarnation: u32) -> ProcResult {
         prefix: me.clone(),
         n: 0,
         recent: HashMap::new(),
+        no_context: (cfg.poison_batch < 2).then(|| Layout::sid(cfg.poison_session)),
     };
     let opts = SweepOptions::default().with_retry(RetryPolicy {
         base_backoff_ms: cfg.base_backoff_ms,
