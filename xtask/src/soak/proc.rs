@@ -59,7 +59,7 @@ pub const EXIT_OTHER: u8 = 1;
 /// file error) or ran past its deadline: the soak's special messages do this on purpose.
 pub const EXIT_HANDLER: u8 = 6;
 
-/// A special message the driver writes (text `<prefix><id>`, the prefix naming the kind) and
+/// A special message the driver writes (text `<kind>:<id>`, see [`Special::name`]) and
 /// the soak's container misbehaves on, as a real agent's handler can:
 ///
 /// - `panic-once:<id>`: the handler panics on the first batch holding it. The runtime leaves
