@@ -26,9 +26,37 @@
 //!   bind mount in a private mount namespace (as a container's `:ro` mount): they must keep
 //!   working, since they only read it;
 //! - `garbage`: the last session's inbound.db or outbound.db is replaced by garbage or a
-//!   truncated copy: that session fails with clear errors, the others carry on.
+//!   truncated copy: that session fails with clear errors, the others carry on;
+//! - `handler_panic`, `handler_hang`, `poison`: the driver writes a special message (text
+//!   `panic-once:<id>`, `hang-once:<id>`, `poison:<id>`, see [`proc::Special`]) into a session
+//!   next to the host, and the container's handler panics on it once, hangs on it once, or
+//!   fails on it every time. A panic ends the container's run with the batch's claims left:
+//!   the host counts a try and retries at once, and the next container answers. A hang runs
+//!   past `handlerTimeoutMs` (2 s here, real time: the container measures the deadline with
+//!   `Instant`, so the clock's jumps never fire it, and a loaded machine has 13 times the
+//!   echo handler's longest think): the container then sets its heartbeat back to the claim,
+//!   and once the driver sees the deadline has passed it steps the clock past the 60 s claim
+//!   tolerance (the claim rule compares clock times, and a minute of real time would outlast
+//!   a short run), so the host's sweep must kill the container; a later one answers. A poison
+//!   message must end `failed` after the retry policy's tries, unanswered. Poison messages go
+//!   to `s1`, which runs one message per batch (`--poison-batch`): the runtime counts a try
+//!   for every message of a failed batch, so with batches of several a poison message's
+//!   batch-mates follow it to `failed` (`collateral`, a problem; `--poison-batch 4` shows it).
+//!   With one message per batch the host writes no context rows into `s1`: the container's
+//!   poll hands out the newest due rows, so a newer context row alone makes a batch that wakes
+//!   nothing, and an older message (a poison message waiting out its backoff, say) is not
+//!   handed out until a newer one that wakes the agent arrives, which never happens in the
+//!   drain. The other special messages go to any session but the last. "Once" is a marker in the
+//!   container's session state (`soak-once:<id>`), committed before the misbehaviour.
 //!
-//! Then the drain: faults and writes stop, the clock moves past every scheduled retry, and the
+//! The host keeps the default idle rule (stop a container after 30 min of the clock with
+//! nothing pending, claimed or happening): the clock's steps past 30 min trigger it. Such a
+//! stop is counted as `idle_stops`, never as a stuck kill, and what it could get wrong (a
+//! claim taken in the moment of the stop) is a try the host counts and retries, checked with
+//! the messages.
+//!
+//! Then the drain: faults and writes stop, containers hung by `hang` or in their handler get
+//! up to 30 s to be killed by the host, the clock moves past every scheduled retry, and the
 //! host runs until every message is settled (or `--drain-secs` pass). The check (see
 //! [`check`]) reads every file with the processes stopped.
 
@@ -39,13 +67,16 @@ pub mod proc;
 pub mod rng;
 
 use clap::Args;
+use proc::Special;
 use rng::Rng;
 use serde::{Deserialize, Serialize};
-use sessionbus_store::{provision, SessionPaths, SystemClock};
+use sessionbus_runtime::liveness::CLAIM_TOLERANCE_MS;
+use sessionbus_store::{provision, HostSession, NewMessage, SessionPaths, SystemClock};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Exit status when the soak found a lost, duplicated or corrupt message or file.
@@ -60,9 +91,11 @@ pub const GROUP: &str = "soak";
     long_about = "Run a host, one container per session and a second host-side writer as separate \
 processes under a random workload, while a fault injector kills them (kill -9, also inside \
 transactions), restarts them, jumps the clock forward and back, fills the disk (a file-size \
-limit), mounts a session's inbound.db read-only on the container side, hangs a container, and \
-swaps a garbage file into one session. Then it drains and checks the ledger against the files: \
-every message the host committed answered exactly once or failed after its last try, no seq \
+limit), mounts a session's inbound.db read-only on the container side, hangs a container, \
+swaps a garbage file into one session, and writes messages the container's handler panics on \
+once, hangs on once (past its deadline) or fails on every time (poison). Then it drains and \
+checks the ledger against the files: every message the host committed answered exactly once or \
+failed after its last try, every poison message failed and nothing else failed with it, no seq \
 collision or parity break, no corrupt file, the other sessions unaffected by the broken one.\n\n\
 Prints one summary line. Needs Linux (/proc); the read-only fault needs root (mount namespaces).",
     after_help = "Exit status: 0 when nothing was lost, duplicated or corrupt; 1 otherwise or when \
@@ -99,6 +132,13 @@ pub struct SoakArgs {
     #[arg(long)]
     pub keep: bool,
 
+    /// Messages per batch in the poison session (s1). With more than 1 a poison message
+    /// shares its failures with whatever was claimed with it: the runtime counts a try for
+    /// every message of a failed batch, so its batch-mates follow it to `failed` (reported as
+    /// `collateral`). The default keeps the soak to what the runtime promises today
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub poison_batch: u32,
+
     /// Print each fault as it is injected
     #[arg(long, short)]
     pub verbose: bool,
@@ -131,6 +171,13 @@ pub struct RunConfig {
     pub writer_min_ms: u64,
     /// Upper bound.
     pub writer_max_ms: u64,
+    /// `handlerTimeoutMs` of every session's container.json: the deadline of one batch, in
+    /// real milliseconds (the container measures it with `Instant`, not with the clock).
+    pub handler_timeout_ms: u64,
+    /// The session that gets the poison messages.
+    pub poison_session: usize,
+    /// `maxMessagesPerPrompt` of the poison session (`--poison-batch`).
+    pub poison_batch: u32,
 }
 
 impl RunConfig {
@@ -213,10 +260,16 @@ pub enum Fault {
     ReadOnly,
     /// A garbage or truncated file swapped in.
     Garbage,
+    /// A `panic-once:<id>` message: the handler panics on it once (see [`proc::Special`]).
+    HandlerPanic,
+    /// A `hang-once:<id>` message: the handler hangs on it once, past its deadline.
+    HandlerHang,
+    /// A `poison:<id>` message: the handler fails on it every time.
+    Poison,
 }
 
 impl Fault {
-    const ALL: [Fault; 9] = [
+    const ALL: [Fault; 12] = [
         Fault::KillContainer,
         Fault::KillHost,
         Fault::KillWriter,
@@ -226,6 +279,9 @@ impl Fault {
         Fault::DiskFullContainer,
         Fault::ReadOnly,
         Fault::Garbage,
+        Fault::HandlerPanic,
+        Fault::HandlerHang,
+        Fault::Poison,
     ];
 
     /// Extra occurrences per minute, on top of the one every run gets.
@@ -238,6 +294,9 @@ impl Fault {
             Fault::Hang => 0.5,
             Fault::DiskFullWriter => 1.0,
             Fault::DiskFullContainer => 1.0,
+            Fault::HandlerPanic => 2.0,
+            Fault::HandlerHang => 0.5,
+            Fault::Poison => 1.0,
             Fault::ReadOnly | Fault::Garbage => 0.0,
         }
     }
@@ -271,6 +330,10 @@ pub struct DriverRecord {
     pub drain: Duration,
     /// The read-only fault could be set up here.
     pub readonly_supported: bool,
+    /// Containers whose handler hung on a `hang-once` message: (pid, when, in real ms).
+    pub handler_hung: Vec<(i32, i64)>,
+    /// Those still alive after the drain: nobody killed them (details).
+    pub handler_hangs_missed: Vec<String>,
 }
 
 impl DriverRecord {
@@ -318,12 +381,33 @@ struct Driver {
     verbose: bool,
     ro_session: usize,
     shared_session: usize,
+    /// The run's clock, for the special messages the driver writes.
+    clock: clock::OffsetClock,
+    /// Special messages written so far (their ids' counter).
+    specials: u64,
+    /// How far the driver has read each container event file.
+    event_offsets: BTreeMap<PathBuf, u64>,
+    /// Handler hangs seen in the events and not known dead: pid, session, real ms of the
+    /// hang, the container's clock then.
+    hangs: Vec<HandlerHang>,
+}
+
+/// A container whose handler hangs on a `hang-once` message.
+#[derive(Debug, Clone)]
+struct HandlerHang {
+    pid: i32,
+    sid: String,
+    real_ms: i64,
+    clock_ms: i64,
 }
 
 /// Runs the soak and returns its report.
 pub fn run(args: &SoakArgs) -> Result<check::Report, String> {
     if args.sessions < 3 {
         return Err("--sessions must be at least 3".into());
+    }
+    if args.poison_batch == 0 {
+        return Err("--poison-batch must be at least 1".into());
     }
     let seed = args.seed.unwrap_or_else(|| now_ms() as u64 % 1_000_000);
     let run = match &args.dir {
@@ -367,6 +451,9 @@ pub fn run(args: &SoakArgs) -> Result<check::Report, String> {
         heartbeat_ms: 250,
         writer_min_ms: 40,
         writer_max_ms: 250,
+        handler_timeout_ms: 2000,
+        poison_session: 1,
+        poison_batch: args.poison_batch,
     };
     std::fs::write(
         run.join("soak.json"),
@@ -379,10 +466,19 @@ pub fn run(args: &SoakArgs) -> Result<check::Report, String> {
         provision(&paths, None, &SystemClock).map_err(err)?;
         let agent = paths.dir.join("agent");
         std::fs::create_dir_all(&agent).map_err(err)?;
+        let per_prompt = if i == cfg.poison_session {
+            cfg.poison_batch
+        } else {
+            4
+        };
         std::fs::write(
             agent.join("container.json"),
-            "{\"assistantName\": \"soak\", \"pollIntervalIdleMs\": 50, \
-             \"pollIntervalActiveMs\": 20, \"maxMessagesPerPrompt\": 4}\n",
+            format!(
+                "{{\"assistantName\": \"soak\", \"pollIntervalIdleMs\": 50, \
+                 \"pollIntervalActiveMs\": 20, \"maxMessagesPerPrompt\": {per_prompt}, \
+                 \"handlerTimeoutMs\": {}}}\n",
+                cfg.handler_timeout_ms
+            ),
         )
         .map_err(err)?;
     }
@@ -413,6 +509,10 @@ pub fn run(args: &SoakArgs) -> Result<check::Report, String> {
         verbose: args.verbose,
         ro_session: 1,
         shared_session: 0,
+        clock: clock::OffsetClock::follow(&run),
+        specials: 0,
+        event_offsets: BTreeMap::new(),
+        hangs: Vec::new(),
     };
     let result = d.soak(args);
     d.stop_everything();
@@ -552,6 +652,7 @@ impl Driver {
     /// and collects finished disk-full writers.
     fn housekeeping(&mut self) -> Result<(), String> {
         os::reap_orphans(&self.held_pids());
+        self.follow_handler_hangs()?;
         if let Some(h) = self.host.as_mut() {
             if let Ok(Some(status)) = h.try_wait() {
                 let msg = format!(
@@ -594,7 +695,159 @@ impl Driver {
                     .filter(|p| p.state != 'T')
                     .map(move |p| (i, p.pid))
             })
+            .filter(|(_, pid)| !self.handler_hung(*pid))
             .collect()
+    }
+
+    /// Whether `pid` is a container hung in its handler that the host has yet to kill (the
+    /// other faults leave it to the host).
+    fn handler_hung(&self, pid: i32) -> bool {
+        self.hangs.iter().any(|h| h.pid == pid)
+    }
+
+    /// A handler hang younger than 15 s is waiting for the host's kill.
+    fn handler_hang_outstanding(&self) -> bool {
+        let now = now_ms();
+        self.hangs.iter().any(|h| now - h.real_ms < 15_000)
+    }
+
+    /// New lines of the containers' event files (`events/c-*.log`) since the last call.
+    fn new_container_events(&mut self) -> Vec<(i64, Vec<String>)> {
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&self.layout.events) else {
+            return out;
+        };
+        let mut files: Vec<PathBuf> = rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("c-") && n.ends_with(".log"))
+            })
+            .collect();
+        files.sort();
+        for path in files {
+            let from = self.event_offsets.get(&path).copied().unwrap_or(0);
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let Some(tail) = usize::try_from(from).ok().and_then(|f| bytes.get(f..)) else {
+                continue;
+            };
+            // Whole lines only: a line being appended right now is read next time.
+            let Some(end) = tail.iter().rposition(|b| *b == b'\n') else {
+                continue;
+            };
+            for line in String::from_utf8_lossy(&tail[..end]).lines() {
+                let mut fields = line.split('\t');
+                if let Some(ms) = fields.next().and_then(|m| m.parse().ok()) {
+                    out.push((ms, fields.map(str::to_string).collect()));
+                }
+            }
+            self.event_offsets.insert(path, from + end as u64 + 1);
+        }
+        out
+    }
+
+    /// Follows the containers' handler hangs: learns new ones from their events, forgets
+    /// those whose container is gone, and once a hang's deadline has passed (real time: the
+    /// container then set its heartbeat back to the claim) moves the clock past the claim
+    /// tolerance, 60 s after the hung batch's claim by the run's clock. Without the step the
+    /// host's claim rule would fire a minute later, after a short soak has ended.
+    fn follow_handler_hangs(&mut self) -> Result<(), String> {
+        for (ms, f) in self.new_container_events() {
+            if f.first().map(String::as_str) != Some("handler_hang") {
+                continue;
+            }
+            let (Some(pid), Some(clock_ms)) = (
+                f.get(2).and_then(|p| p.parse::<i32>().ok()),
+                f.get(4).and_then(|c| c.parse::<i64>().ok()),
+            ) else {
+                continue;
+            };
+            let sid = f.get(1).cloned().unwrap_or_default();
+            self.rec.handler_hung.push((pid, ms));
+            self.log(&format!(
+                "the handler of {sid}'s container (pid {pid}) hangs on {}",
+                f.get(3).map_or("?", |s| s)
+            ));
+            self.hangs.push(HandlerHang {
+                pid,
+                sid,
+                real_ms: ms,
+                clock_ms,
+            });
+        }
+        self.hangs
+            .retain(|h| os::proc_info(h.pid).is_some_and(|p| !p.is_zombie()));
+        let deadline = i64::try_from(self.cfg.handler_timeout_ms).unwrap_or(i64::MAX);
+        let now = now_ms();
+        let due: Vec<HandlerHang> = self
+            .hangs
+            .iter()
+            .filter(|h| now >= h.real_ms.saturating_add(deadline).saturating_add(300))
+            .cloned()
+            .collect();
+        for h in due {
+            let past = h.clock_ms + CLAIM_TOLERANCE_MS + 1000;
+            let host_now = now_ms() + self.offset_ms;
+            if host_now < past {
+                let delta = past - host_now + self.rng.range_i64(0, 20_000);
+                self.step_clock(
+                    delta,
+                    &format!(
+                        "clock steps past the claim tolerance of the hung handler of {} (pid {})",
+                        h.sid, h.pid
+                    ),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one special message (see [`proc::Special`]) into a session: a poison message
+    /// into the poison session, the others into any healthy session but the last (the one the
+    /// garbage fault breaks). The driver writes it next to the host (host-side writers
+    /// serialise through SQLite's lock) and ledgers it as the other writers do. False when the
+    /// write failed (tried again shortly).
+    fn write_special(&mut self, kind: Special) -> Result<bool, String> {
+        let i = match kind {
+            Special::Poison => self.cfg.poison_session,
+            _ => {
+                let candidates: Vec<usize> = (0..self.cfg.sessions - 1)
+                    .filter(|i| self.healthy(*i))
+                    .collect();
+                if candidates.is_empty() {
+                    return Ok(false);
+                }
+                candidates[self.rng.below(candidates.len())]
+            }
+        };
+        self.specials += 1;
+        let sid = Layout::sid(i);
+        let id = format!("d-{sid}-{}", self.specials);
+        let host = HostSession::with_clock(self.layout.session(i), Arc::new(self.clock.clone()));
+        let msg = NewMessage::chat(&id, &kind.text(&id)).to(proc::address(&sid));
+        match host.inbound().write_message(&msg) {
+            Ok(w) => {
+                proc::AppendLog::open(&self.layout.ledger.join("written-driver.log")).line(&[
+                    &sid,
+                    &id,
+                    kind.name(),
+                    &w.seq.0.to_string(),
+                ]);
+                self.log(&format!("wrote {} into {sid}", kind.text(&id)));
+                Ok(true)
+            }
+            Err(e) => {
+                self.log(&format!(
+                    "could not write {} into {sid}: {e}",
+                    kind.text(&id)
+                ));
+                Ok(false)
+            }
+        }
     }
 
     fn journal_left(&self, i: usize, file: &str) -> bool {
@@ -607,6 +860,9 @@ impl Driver {
     /// Injects one fault; false when it does not apply right now.
     fn inject(&mut self, fault: Fault) -> Result<bool, String> {
         match fault {
+            Fault::HandlerPanic => return self.write_special(Special::PanicOnce),
+            Fault::HandlerHang => return self.write_special(Special::HangOnce),
+            Fault::Poison => return self.write_special(Special::Poison),
             Fault::KillContainer => {
                 let running = self.running_containers(true);
                 if running.is_empty() {
@@ -625,6 +881,11 @@ impl Driver {
                 ));
             }
             Fault::KillHost => {
+                // A new host would stop a hung handler's container as an orphan: let this
+                // host's sweep kill it first (a later host kill is as good).
+                if self.handler_hang_outstanding() {
+                    return Ok(false);
+                }
                 let Some(mut h) = self.host.take() else {
                     return Ok(false);
                 };
@@ -759,7 +1020,7 @@ impl Driver {
                 // The next container of that session gets the limit: stop the current one.
                 for p in os::find_role(&self.layout.run, "container", Some(&self.layout.session(i)))
                 {
-                    if p.state != 'T' {
+                    if p.state != 'T' && !self.handler_hung(p.pid) {
                         os::kill9(p.pid);
                     }
                 }
@@ -776,7 +1037,9 @@ impl Driver {
                 File::create(self.layout.control(&format!("s{i}.readonly"))).map_err(err)?;
                 for p in os::find_role(&self.layout.run, "container", Some(&self.layout.session(i)))
                 {
-                    os::kill9(p.pid);
+                    if !self.handler_hung(p.pid) {
+                        os::kill9(p.pid);
+                    }
                 }
                 self.log(&format!(
                     "read-only: s{i}'s containers now see inbound.db through a read-only mount"
@@ -830,14 +1093,21 @@ impl Driver {
         }
     }
 
+    /// The clock-jump fault.
     fn jump(&mut self, delta: i64) -> Result<(), String> {
+        self.rec.count("clock_jump");
+        self.step_clock(delta, "clock jumps")
+    }
+
+    /// Moves the run's clock by `delta` ms; the check excuses stuck kills in the seconds after
+    /// any step (see [`check`]).
+    fn step_clock(&mut self, delta: i64, what: &str) -> Result<(), String> {
         self.offset_ms += delta;
         self.max_offset_ms = self.max_offset_ms.max(self.offset_ms);
         clock::write_offset(&self.layout.run, self.offset_ms).map_err(err)?;
         self.rec.jumps.push(now_ms());
-        self.rec.count("clock_jump");
         self.log(&format!(
-            "clock jumps {:+} s (offset now {:+} s)",
+            "{what} {:+} s (offset now {:+} s)",
             delta / 1000,
             self.offset_ms / 1000
         ));
@@ -887,15 +1157,17 @@ impl Driver {
         }
         // Hung containers must be found stuck and killed by the host (the clock is past the
         // heartbeat ceiling): give it time, then wake whatever it missed.
+        // So must containers hung in their handler (the driver steps the clock past the
+        // claim tolerance once their deadline has passed, in `housekeeping`).
+        let alive = |pid: &i32| os::proc_info(*pid).is_some_and(|p| !p.is_zombie());
         let end = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < end
-            && self
-                .rec
-                .hung
-                .iter()
-                .any(|(pid, _)| os::proc_info(*pid).is_some_and(|p| !p.is_zombie()))
-        {
+        loop {
             self.housekeeping()?;
+            let waiting = self.rec.hung.iter().any(|(pid, _)| alive(pid))
+                || self.rec.handler_hung.iter().any(|(pid, _)| alive(pid));
+            if !waiting || Instant::now() >= end {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         self.rec.drain_start_ms = now_ms();
@@ -905,8 +1177,10 @@ impl Driver {
         // Time moves on past every retry scheduled so far.
         let target = self.max_offset_ms + 10_000;
         if target != self.offset_ms {
-            self.offset_ms = target;
-            clock::write_offset(&self.layout.run, target).map_err(err)?;
+            self.step_clock(
+                target - self.offset_ms,
+                "drain: the clock moves past every retry:",
+            )?;
         }
         let start = Instant::now();
         let deadline = start + Duration::from_secs(args.drain_secs);
@@ -928,6 +1202,16 @@ impl Driver {
             std::thread::sleep(Duration::from_millis(300));
         }
         self.rec.drain = start.elapsed();
+        for (pid, at) in self.rec.handler_hung.clone() {
+            if alive(&pid) {
+                let msg = format!(
+                    "container {pid}, hung in its handler at {at} past its deadline, was never \
+                     killed by the host"
+                );
+                self.log(&msg);
+                self.rec.handler_hangs_missed.push(msg);
+            }
+        }
         self.log(&format!(
             "drain: {} after {:.1} s",
             if self.rec.settled {

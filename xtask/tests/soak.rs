@@ -1,6 +1,7 @@
 //! `cargo xtask soak`, short and with a fixed seed, as the real binary: a host, containers and a
-//! CLI writer as separate processes under every kind of fault, then the ledger checked against
-//! the files. Longer runs are for people (see docs/reliability.md).
+//! CLI writer as separate processes under every kind of fault (handler panics, handler hangs
+//! and poison messages included), then the ledger checked against the files. Longer runs are
+//! for people (see docs/reliability.md).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -70,6 +71,10 @@ fn a_short_fixed_seed_soak_loses_duplicates_and_corrupts_nothing_under_every_fau
             .unwrap_or_else(|_| panic!("{k} is not a number in {line}"))
     };
     assert_eq!(code, Some(0), "{line}\n{stderr}");
+    assert!(
+        !line.contains("(not settled)"),
+        "the drain did not settle: {line}\n{stderr}"
+    );
     for k in [
         "lost",
         "duplicated",
@@ -81,6 +86,9 @@ fn a_short_fixed_seed_soak_loses_duplicates_and_corrupts_nothing_under_every_fau
         "spurious_kills",
         "isolation_breaks",
         "host_crashes",
+        "poison_answered",
+        "collateral",
+        "handler_hangs_missed",
     ] {
         assert_eq!(n(k), 0, "{k} in {line}\n{stderr}");
     }
@@ -93,6 +101,9 @@ fn a_short_fixed_seed_soak_loses_duplicates_and_corrupts_nothing_under_every_fau
         "hang",
         "disk_full",
         "garbage",
+        "handler_panic",
+        "handler_hang",
+        "poison",
     ] {
         assert!(n(k) > 0, "no {k} fault in {line}");
     }
@@ -105,6 +116,18 @@ fn a_short_fixed_seed_soak_loses_duplicates_and_corrupts_nothing_under_every_fau
         n("hangs_killed") > 0,
         "the sweep never killed the hung container: {line}"
     );
+    assert!(
+        n("handler_hangs_killed") > 0,
+        "the sweep never killed a container hung in its handler: {line}"
+    );
+    // Every poison message ended failed after its last try; the panic-once and hang-once
+    // messages are among the answered (none of them may fail: the check counts that as lost).
+    assert_eq!(n("poison_failed"), n("poison"), "{line}");
+    assert!(
+        n("poison_failures") > n("poison"),
+        "each poison message fails once per try: {line}"
+    );
+    assert!(n("panic_once") > 0 && n("hang_once") > 0, "{line}");
     assert!(n("messages") > 50, "too little traffic: {line}");
     assert!(n("answered") > 0, "{line}");
     assert_eq!(

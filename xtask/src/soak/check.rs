@@ -6,7 +6,10 @@
 //!
 //! - `PRAGMA integrity_check` is `ok` and the journal mode is `delete`, for both files;
 //! - seqs are unique across `messages_in`, `host_replies` and `messages_out`, even for the
-//!   host's rows and odd for the container's, and every reply sorts after what it answers;
+//!   host's rows and odd for the container's, and every reply sorts after what it answers. A
+//!   host reply's mirror in `messages_in` (kind `host-reply`, written in the same transaction
+//!   for the older implementation) is no message: it must carry its reply's id and seq, and is
+//!   checked as such;
 //! - every message the ledger says was committed is in `messages_in` with the seq the write
 //!   returned (a write whose `Ok` was lost to a kill is found in the file all the same);
 //! - every `messages_in` row that wakes the agent is `completed` with exactly one reply, or
@@ -17,12 +20,22 @@
 //!   attempt number as idempotency key: it is counted as `redelivered`); two first attempts
 //!   of the same row are a duplicate;
 //! - the host never killed a healthy container as stuck (outside the moment of a clock jump);
-//! - sessions other than the broken one answered messages written after it broke.
+//!   a stop for the idle rule (nothing pending, nothing claimed, nothing happened for 30 min of
+//!   the clock: it follows the clock steps past 30 min) is counted as `idle_stops`, not as
+//!   stuck, and what it could do wrong shows in the messages;
+//! - sessions other than the broken one answered messages written after it broke;
+//! - the special messages (see [`super::proc::Special`]): a `panic-once` or `hang-once` message
+//!   is answered exactly once like any other (never `failed`); a `poison` message ends
+//!   `failed` after the last try with no reply (`poison_answered` otherwise); a message that
+//!   ended `failed` because it was claimed in one batch with a poison message (its failure
+//!   note names the poison) is `collateral`; every container hung in its handler was killed
+//!   (`handler_hangs_missed` otherwise).
 
-use super::proc::{EXIT_DISK_FULL, EXIT_IO};
+use super::proc::{Special, EXIT_DISK_FULL, EXIT_HANDLER, EXIT_IO};
 use super::{DriverRecord, Layout, RunConfig};
 use rusqlite::{Connection, OpenFlags};
 use sessionbus_schema::{DbFile, FileKind, Role};
+use sessionbus_store::HOST_REPLY_KIND;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
@@ -46,6 +59,28 @@ pub struct Report {
     pub context: u64,
     /// Messages of the broken session, not checked.
     pub abandoned: u64,
+    /// `panic-once` messages checked (each must be answered exactly once).
+    pub panic_once: u64,
+    /// `hang-once` messages checked (each must be answered exactly once).
+    pub hang_once: u64,
+    /// `poison` messages checked.
+    pub poison: u64,
+    /// Of those, how many ended `failed` after the last try, unanswered.
+    pub poison_failed: u64,
+    /// Poison messages that got an answer: the handler never answers one.
+    pub poison_answered: u64,
+    /// Other messages that ended `failed` for having shared a batch with a poison message.
+    pub collateral: u64,
+    /// Handler failures on poison messages (container events).
+    pub poison_failures: u64,
+    /// Containers hung in their handler that the host's sweep killed as stuck.
+    pub handler_hangs_killed: u64,
+    /// Containers hung in their handler that nobody killed.
+    pub handler_hangs_missed: u64,
+    /// Containers the host stopped for the idle rule.
+    pub idle_stops: u64,
+    /// Ordinary batches that took longer than the handler's deadline (a loaded machine).
+    pub late_batches: u64,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, u64>,
     /// Kills that left a journal behind.
@@ -102,6 +137,9 @@ impl Report {
             && self.hangs_missed == 0
             && self.isolation_breaks == 0
             && self.host_crashes == 0
+            && self.poison_answered == 0
+            && self.collateral == 0
+            && self.handler_hangs_missed == 0
     }
 
     /// The one summary line.
@@ -109,11 +147,15 @@ impl Report {
         let f = |k: &str| self.faults.get(k).copied().unwrap_or(0);
         format!(
             "soak: seed={} seconds={} sessions={} messages={} answered={} failed={} context={} \
-             abandoned={} | faults: kill_container={} kill_host={} kill_writer={} clock_jump={} \
-             hang={} disk_full={} (writer={} container={}) readonly={} garbage={} (in_txn={} retried={} hangs_killed={} \
-             hang_holding_lock={} redelivered={}) | lost={} duplicated={} corrupt={} \
+             abandoned={} panic_once={} hang_once={} poison_failed={} | faults: \
+             kill_container={} kill_host={} kill_writer={} clock_jump={} \
+             hang={} disk_full={} (writer={} container={}) readonly={} garbage={} \
+             handler_panic={} handler_hang={} poison={} (in_txn={} retried={} hangs_killed={} \
+             hang_holding_lock={} redelivered={} handler_hangs_killed={} poison_failures={} \
+             idle_stops={} late_batches={}) | lost={} duplicated={} corrupt={} \
              seq_collisions={} parity_breaks={} order_breaks={} unclear_errors={} \
-             spurious_kills={} hangs_missed={} isolation_breaks={} host_crashes={} drain={:.1}s{}",
+             spurious_kills={} hangs_missed={} isolation_breaks={} host_crashes={} \
+             poison_answered={} collateral={} handler_hangs_missed={} drain={:.1}s{}",
             self.seed,
             self.seconds,
             self.sessions,
@@ -122,6 +164,9 @@ impl Report {
             self.failed,
             self.context,
             self.abandoned,
+            self.panic_once,
+            self.hang_once,
+            self.poison_failed,
             f("kill_container"),
             f("kill_host"),
             f("kill_writer"),
@@ -136,11 +181,18 @@ impl Report {
                 "n/a".to_string()
             },
             f("garbage"),
+            f("handler_panic"),
+            f("handler_hang"),
+            self.poison,
             self.in_txn,
             self.retried,
             self.hangs_killed,
             f("hang_holding_lock"),
             self.redelivered,
+            self.handler_hangs_killed,
+            self.poison_failures,
+            self.idle_stops,
+            self.late_batches,
             self.lost,
             self.duplicated,
             self.corrupt,
@@ -152,6 +204,9 @@ impl Report {
             self.hangs_missed,
             self.isolation_breaks,
             self.host_crashes,
+            self.poison_answered,
+            self.collateral,
+            self.handler_hangs_missed,
             self.drain.as_secs_f64(),
             if self.settled { "" } else { " (not settled)" },
         )
@@ -228,7 +283,9 @@ fn count(c: &Connection, sql: &str) -> Result<i64, String> {
 }
 
 /// Whether every listed session is settled: no pending message that wakes the agent, no
-/// claim, every reply delivered.
+/// claim of a pending message, every reply delivered. (A claim on a message the host has
+/// settled stays in outbound.db until the next container starts: after a handler failure on
+/// the last try, say, the message is `failed` and nothing wakes a container again.)
 pub fn settled(layout: &Layout, sessions: &[usize]) -> bool {
     sessions.iter().all(|i| {
         let dir = layout.session(*i);
@@ -240,11 +297,20 @@ pub fn settled(layout: &Layout, sessions: &[usize]) -> bool {
                 "SELECT count(*) FROM messages_in \
                  WHERE coalesce(status, 'pending') = 'pending' AND trigger = 1",
             )?;
-            let claims = count(
+            if pending > 0 {
+                return Ok(false);
+            }
+            let still: HashSet<String> = strings(
+                &inbound,
+                "SELECT id FROM messages_in WHERE coalesce(status, 'pending') = 'pending'",
+            )?
+            .into_iter()
+            .collect();
+            let claimed = strings(
                 &outbound,
-                "SELECT count(*) FROM processing_ack WHERE status = 'processing'",
+                "SELECT message_id FROM processing_ack WHERE status = 'processing'",
             )?;
-            if pending > 0 || claims > 0 {
+            if claimed.iter().any(|id| still.contains(id)) {
                 return Ok(false);
             }
             let delivered: HashSet<String> =
@@ -295,6 +361,9 @@ struct InRow {
     status: String,
     tries: i64,
     trigger: i64,
+    special: Option<Special>,
+    /// A host reply's mirror (kind `host-reply`), not a message.
+    mirror: bool,
 }
 
 struct OutRow {
@@ -328,6 +397,21 @@ pub fn check(layout: &Layout, cfg: &RunConfig, rec: &DriverRecord) -> Report {
         r.corrupt += 1;
         r.problem(m.clone());
     }
+    for m in &rec.handler_hangs_missed {
+        r.handler_hangs_missed += 1;
+        r.problem(m.clone());
+    }
+
+    // What the containers' handlers did on the special messages.
+    for (_, f) in lines(&layout.events, "c-") {
+        match f.first().map(String::as_str) {
+            Some("handler_panic") => *r.faults.entry("handler_panic").or_default() += 1,
+            Some("handler_hang") => *r.faults.entry("handler_hang").or_default() += 1,
+            Some("handler_poison") => r.poison_failures += 1,
+            Some("late_batch") => r.late_batches += 1,
+            _ => {}
+        }
+    }
     if !rec.settled {
         r.problem("the drain did not settle: see the pending messages below".into());
     }
@@ -335,6 +419,7 @@ pub fn check(layout: &Layout, cfg: &RunConfig, rec: &DriverRecord) -> Report {
     // Events of the host incarnations and the containers.
     let events = lines(&layout.events, "h");
     let hung: HashSet<i32> = rec.hung.iter().map(|(p, _)| *p).collect();
+    let handler_hung: HashSet<i32> = rec.handler_hung.iter().map(|(p, _)| *p).collect();
     let mut hung_dead: HashSet<i32> = HashSet::new();
     let mut host_errors: BTreeMap<(String, String), String> = BTreeMap::new();
     for (ms, f) in &events {
@@ -342,7 +427,12 @@ pub fn check(layout: &Layout, cfg: &RunConfig, rec: &DriverRecord) -> Report {
             Some("retry") => r.retried += 1,
             Some("stuck_kill") => {
                 let pid: i32 = f.get(2).and_then(|p| p.parse().ok()).unwrap_or(0);
-                if hung.contains(&pid) {
+                if f.get(4).map(String::as_str) == Some("idle") {
+                    // The idle rule, not a verdict on the container's health.
+                    r.idle_stops += 1;
+                } else if handler_hung.contains(&pid) {
+                    r.handler_hangs_killed += 1;
+                } else if hung.contains(&pid) {
                     r.hangs_killed += 1;
                     if *ms <= rec.drain_start_ms {
                         hung_dead.insert(pid);
@@ -362,12 +452,21 @@ pub fn check(layout: &Layout, cfg: &RunConfig, rec: &DriverRecord) -> Report {
                     }
                 }
             }
-            Some("container_exit") if f.get(4).map(String::as_str) == Some("fsize") => {
+            Some("container_exit")
+                if f.get(4).map(String::as_str) == Some("fsize")
+                    && !rec.broken.as_ref().is_some_and(|(b, at, _)| {
+                        f.get(1) == Some(&Layout::sid(*b)) && *ms >= *at
+                    }) =>
+            {
+                // (A limited container of the broken session, once it broke, fails on the
+                // garbage first: that is the garbage fault's outcome, checked there.)
                 let code = f.get(3).map_or("?", |s| s);
                 let clear = [EXIT_DISK_FULL.to_string(), EXIT_IO.to_string()];
                 if clear.iter().any(|c| c == code) {
                     *r.faults.entry("disk_full_container").or_default() += 1;
-                } else if code != "signal" && code != "0" {
+                } else if code != "signal" && code != "0" && code != EXIT_HANDLER.to_string() {
+                    // (EXIT_HANDLER: the handler failed on a special message before the
+                    // limit was reached.)
                     r.unclear += 1;
                     r.problem(format!(
                         "a file-size-limited container of {} exited with status {code}, not a \
@@ -468,6 +567,25 @@ pub fn check(layout: &Layout, cfg: &RunConfig, rec: &DriverRecord) -> Report {
     r
 }
 
+/// For a message still pending after the drain: a note when context rows newer than it are
+/// pending too. The container's poll hands out the newest due rows, up to
+/// `maxMessagesPerPrompt`: when those are all context rows the batch wakes nothing, and an
+/// older message waits until a newer one that wakes the agent arrives.
+fn behind_context(ins: &HashMap<String, InRow>, m: &InRow) -> String {
+    let newer = ins
+        .values()
+        .filter(|o| o.status == "pending" && o.trigger == 0 && !o.mirror && o.seq > m.seq)
+        .count();
+    if newer == 0 {
+        String::new()
+    } else {
+        format!(
+            ", behind {newer} newer pending context row(s): a batch of the newest due rows \
+             that holds only context wakes nothing"
+        )
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn check_session(
     layout: &Layout,
@@ -508,12 +626,12 @@ fn check_session(
         let mut ins: HashMap<String, InRow> = HashMap::new();
         let mut st = inbound
             .prepare(
-                "SELECT id, seq, coalesce(status, 'pending'), coalesce(tries, 0), trigger \
-                 FROM messages_in",
+                "SELECT id, seq, coalesce(status, 'pending'), coalesce(tries, 0), trigger, \
+                 content, kind = ?1 FROM messages_in",
             )
             .map_err(|e| e.to_string())?;
         let rows = st
-            .query_map([], |row| {
+            .query_map([HOST_REPLY_KIND], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     InRow {
@@ -521,6 +639,15 @@ fn check_session(
                         status: row.get(2)?,
                         tries: row.get(3)?,
                         trigger: row.get(4)?,
+                        special: row
+                            .get::<_, Option<String>>(5)?
+                            .and_then(|c| serde_json::from_str::<serde_json::Value>(&c).ok())
+                            .and_then(|v| {
+                                v.get("text")
+                                    .and_then(|t| t.as_str())
+                                    .and_then(Special::of_text)
+                            }),
+                        mirror: row.get::<_, Option<bool>>(6)?.unwrap_or(false),
                     },
                 ))
             })
@@ -552,9 +679,17 @@ fn check_session(
                     .collect::<Result<_, _>>()
             })
             .map_err(|e| e.to_string())?;
-        Ok((ins, host_replies, messages_out, delivered))
+        // Why the handler last failed on each message (the container's notes).
+        let notes: HashMap<String, String> = outbound
+            .prepare("SELECT message_id, reason FROM failure_notes")
+            .and_then(|mut st| {
+                st.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(|e| e.to_string())?;
+        Ok((ins, host_replies, messages_out, delivered, notes))
     };
-    let (ins, host_replies, messages_out, delivered) = match read() {
+    let (mut ins, host_replies, messages_out, delivered, notes) = match read() {
         Ok(v) => v,
         Err(e) => {
             r.corrupt += 1;
@@ -562,6 +697,32 @@ fn check_session(
             return;
         }
     };
+
+    // Host replies' mirrors: each the same id and seq as its reply; then set aside.
+    let reply_seqs: HashMap<&str, Option<i64>> = host_replies
+        .iter()
+        .map(|m| (m.id.as_str(), m.seq))
+        .collect();
+    ins.retain(|id, m| {
+        if !m.mirror {
+            return true;
+        }
+        match reply_seqs.get(id.as_str()) {
+            Some(seq) if *seq == m.seq => {}
+            Some(seq) => {
+                r.seq_collisions += 1;
+                r.problem(format!(
+                    "{sid}: host reply {id} has seq {seq:?} but its messages_in mirror {:?}",
+                    m.seq
+                ));
+            }
+            None => {
+                r.duplicated += 1;
+                r.problem(format!("{sid}: messages_in mirror {id} of no host reply"));
+            }
+        }
+        false
+    });
 
     // Seqs: unique over both files, parity by side, replies after what they answer.
     let mut seqs: HashMap<i64, usize> = HashMap::new();
@@ -687,10 +848,67 @@ fn check_session(
             }
             continue;
         }
+        match m.special {
+            Some(Special::PanicOnce) => r.panic_once += 1,
+            Some(Special::HangOnce) => r.hang_once += 1,
+            Some(Special::Poison) => r.poison += 1,
+            None => {}
+        }
+        if m.special == Some(Special::Poison) {
+            match (m.status.as_str(), n) {
+                ("failed", 0) if m.tries >= cfg.max_tries => {
+                    r.failed += 1;
+                    r.poison_failed += 1;
+                }
+                ("failed", 0) => {
+                    r.lost += 1;
+                    r.problem(format!(
+                        "{sid}: poison message {id} failed after only {} tries",
+                        m.tries
+                    ));
+                }
+                (status, 0) => {
+                    r.lost += 1;
+                    r.problem(format!(
+                        "{sid}: poison message {id} is still {status} (tries {}) after the \
+                         drain{}",
+                        m.tries,
+                        behind_context(&ins, m)
+                    ));
+                }
+                (status, n) => {
+                    r.poison_answered += 1;
+                    r.problem(format!(
+                        "{sid}: poison message {id} got {n} replies (status {status})"
+                    ));
+                }
+            }
+            continue;
+        }
         match (m.status.as_str(), n) {
             ("completed", 1) => {
                 r.answered += 1;
                 answered_ids.insert(id);
+            }
+            ("failed", _)
+                if notes
+                    .get(id)
+                    .is_some_and(|why| why.contains("poison message")) =>
+            {
+                r.collateral += 1;
+                r.problem(format!(
+                    "{sid}: {id} ended failed after sharing a batch with a poison message: {}",
+                    notes.get(id).map_or("", String::as_str)
+                ));
+            }
+            ("failed", _) if m.special.is_some() => {
+                r.lost += 1;
+                r.problem(format!(
+                    "{sid}: {} message {id} ended failed (tries {}); the handler fails on it \
+                     only once",
+                    m.special.map_or("?", Special::name),
+                    m.tries
+                ));
             }
             ("completed", 0) => {
                 r.lost += 1;
@@ -708,8 +926,9 @@ fn check_session(
             (status, _) => {
                 r.lost += 1;
                 r.problem(format!(
-                    "{sid}: {id} is still {status} (tries {}) after the drain",
-                    m.tries
+                    "{sid}: {id} is still {status} (tries {}) after the drain{}",
+                    m.tries,
+                    behind_context(&ins, m)
                 ));
             }
         }

@@ -6,7 +6,10 @@
 //!   kills the containers through [`ContainerControl`]. At start-up it kills the containers a
 //!   killed predecessor left running (a real host stops orphaned containers the same way);
 //! - `container`: the runtime's [`Container`] poll loop with an echo handler (the
-//!   `echo_container` example's, with a random think time), on the run's shared clock;
+//!   `echo_container` example's, with a random think time), on the run's shared clock. It
+//!   misbehaves on purpose on the driver's special messages (see [`Special`]): it panics once
+//!   on `panic-once:<id>`, hangs once on `hang-once:<id>`, and fails every time on
+//!   `poison:<id>`;
 //! - `writer`: a host CLI process writing into one session's inbound.db next to the host
 //!   (host-side writers serialise through SQLite's lock); with `--fsize-extra` it runs under
 //!   a file-size limit just above inbound.db's size and reports the error it gets.
@@ -29,8 +32,8 @@ use sessionbus_runtime::host::{
 };
 use sessionbus_runtime::liveness::{KillReason, RetryPolicy};
 use sessionbus_store::{
-    Address, Batch, DbError, DueOutbound, HostSession, MessageKind, NewMessage, NewOutbound,
-    OutboundSource, Seq, SessionPaths, StoreError,
+    Address, Batch, DbError, DueOutbound, HostSession, MessageIn, MessageKind, NewMessage,
+    NewOutbound, OutboundSource, Seq, SessionPaths, StoreError,
 };
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -52,6 +55,80 @@ pub const EXIT_IO: u8 = 4;
 pub const EXIT_BAD_FILE: u8 = 5;
 /// Exit status of any other failure.
 pub const EXIT_OTHER: u8 = 1;
+/// Exit status of a container whose handler panicked, failed (with an error that is not a
+/// file error) or ran past its deadline: the soak's special messages do this on purpose.
+pub const EXIT_HANDLER: u8 = 6;
+
+/// A special message the driver writes (text `<kind>:<id>`, see [`Special::name`]) and
+/// the soak's container misbehaves on, as a real agent's handler can:
+///
+/// - `panic-once:<id>`: the handler panics on the first batch holding it. The runtime leaves
+///   the batch's claims and ends the run; the host counts a try and retries at once, and the
+///   next container answers it. It must end answered exactly once.
+/// - `hang-once:<id>`: the handler never returns from the first batch holding it (it ignores
+///   stop signals too). Past `handlerTimeoutMs` (real time: the container measures its deadline
+///   with `Instant`, so clock jumps never fire it) the container sets `.heartbeat` back to the
+///   claim time; the driver then moves the clock past the 60 s claim tolerance and the host's
+///   sweep must kill the container. A later container answers the message, exactly once.
+/// - `poison:<id>`: the handler fails on every batch holding it, panicking or returning an
+///   error by turns. Each failure costs the container its run and the message a try; after
+///   the retry policy's last try the host marks it `failed`. It must end `failed`, never
+///   answered, while every other message is answered.
+///
+/// "Once" is a marker in the container's own session state (`soak-once:<id>` in
+/// `session_state`, [`once_key`]), written (and committed) before the handler misbehaves: a
+/// later container finds it and answers. A kill between the marker and the misbehaviour only
+/// means the fault did not happen for that message; the container's events (`c-<sid>.log`:
+/// `handler_panic`, `handler_hang`, `handler_poison`) say what did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Special {
+    /// `panic-once:<id>`.
+    PanicOnce,
+    /// `hang-once:<id>`.
+    HangOnce,
+    /// `poison:<id>`.
+    Poison,
+}
+
+impl Special {
+    /// Every kind.
+    pub const ALL: [Special; 3] = [Special::PanicOnce, Special::HangOnce, Special::Poison];
+
+    /// Its name: the text's prefix without the colon, and the kind in the ledger.
+    pub fn name(self) -> &'static str {
+        match self {
+            Special::PanicOnce => "panic-once",
+            Special::HangOnce => "hang-once",
+            Special::Poison => "poison",
+        }
+    }
+
+    /// The text of the special message `id` of this kind.
+    pub fn text(self, id: &str) -> String {
+        format!("{}:{id}", self.name())
+    }
+
+    /// The kind of a message text, if it is a special message's.
+    pub fn of_text(text: &str) -> Option<Special> {
+        let (prefix, _) = text.split_once(':')?;
+        Special::ALL.into_iter().find(|s| s.name() == prefix)
+    }
+}
+
+/// The session-state key of the marker that says the container already misbehaved on message
+/// `id` (see [`Special`]).
+pub fn once_key(id: &str) -> String {
+    format!("soak-once:{id}")
+}
+
+/// The text of a chat message's content (empty when it has none).
+pub fn text_of(m: &MessageIn) -> String {
+    m.content_json()
+        .get("text")
+        .and_then(|t| t.as_str())
+        .unwrap_or("")
+        .to_string()
+}
 
 /// `xtask soak-proc`: one process of a soak run (started by `cargo xtask soak`, not by hand).
 #[derive(Debug, Clone, Args)]
@@ -165,6 +242,13 @@ pub fn error_kind(e: &RuntimeError) -> &'static str {
         RuntimeError::Heartbeat(_) => "Heartbeat",
         RuntimeError::Panicked { .. } => "Panicked",
         RuntimeError::Control { .. } => "Control",
+        // A handler's error that is a file error (a full disk under a file-size limit, say)
+        // is that error; anything else the handler did is the handler's.
+        RuntimeError::HandlerFailed { source, .. } => match source.as_ref() {
+            RuntimeError::Store(s) => store_error_kind(s),
+            _ => "Handler",
+        },
+        RuntimeError::HandlerPanicked { .. } | RuntimeError::HandlerTimedOut { .. } => "Handler",
         _ => "Runtime",
     }
 }
@@ -210,6 +294,7 @@ pub fn exit_code_for(kind: &str) -> u8 {
         "Io" => EXIT_IO,
         "NotADatabase" | "Corrupt" | "WrongFile" | "NotMigrated" | "UnrecognisedShape"
         | "TooOld" => EXIT_BAD_FILE,
+        "Handler" => EXIT_HANDLER,
         _ => EXIT_OTHER,
     }
 }
@@ -221,7 +306,8 @@ fn sid_of(paths: &SessionPaths) -> String {
         .map_or_else(|| "?".into(), |n| n.to_string_lossy().into_owned())
 }
 
-fn address(sid: &str) -> Address {
+/// The chat address of session `sid`'s messages.
+pub fn address(sid: &str) -> Address {
     Address {
         platform_id: Some("soak".into()),
         channel_type: Some("soak".into()),
@@ -313,6 +399,7 @@ impl ContainerControl for Containers {
                 &sid_of(session),
                 &pid.to_string(),
                 &reason.to_string(),
+                kill_kind(reason),
             ]);
         }
         Ok(())
@@ -374,6 +461,18 @@ impl ContainerControl for Containers {
     }
 }
 
+/// A short name for why the host stopped a container, for the events: `idle` (nothing to do
+/// for the idle limit: a stop, not a verdict), `ceiling`, `future`, `claim`.
+pub fn kill_kind(reason: &KillReason) -> &'static str {
+    match reason {
+        KillReason::Idle { .. } => "idle",
+        KillReason::HeartbeatCeiling { .. } => "ceiling",
+        KillReason::HeartbeatInFuture { .. } => "future",
+        KillReason::ClaimStuck { .. } => "claim",
+        _ => "other",
+    }
+}
+
 /// The "chat platform": appends each hand-off to the platform ledger; fails now and then.
 struct Platform {
     ledger: AppendLog,
@@ -415,6 +514,12 @@ struct Workload {
     prefix: String,
     n: u64,
     recent: HashMap<String, Vec<(NewMessage, Seq)>>,
+    /// A session that gets no context rows: the poison session while it runs one message per
+    /// batch. There a context row newer than a due message strands it: the container's poll
+    /// takes the newest due rows, a batch of one context row wakes nothing, and the older
+    /// message is not handed out until a newer one that wakes the agent arrives (a runtime
+    /// limitation the soak steers around; see the README's Reliability section).
+    no_context: Option<String>,
 }
 
 impl Workload {
@@ -477,8 +582,10 @@ impl Workload {
             return Ok(());
         }
         let id = self.next_id(&sid);
-        let (kind, text, admin) = if roll < 0.12 {
+        let (kind, text, admin) = if roll < 0.12 && self.no_context.as_deref() != Some(&sid) {
             ("context", self.text(&id), false)
+        } else if roll < 0.12 {
+            ("chat", self.text(&id), false)
         } else if roll < 0.15 {
             ("clear", "/clear".to_string(), true)
         } else if roll < 0.18 {
@@ -559,6 +666,7 @@ fn host(run: &Path, incarnation: u32) -> ProcResult {
         prefix: me.clone(),
         n: 0,
         recent: HashMap::new(),
+        no_context: (cfg.poison_batch < 2).then(|| Layout::sid(cfg.poison_session)),
     };
     let opts = SweepOptions::default().with_retry(RetryPolicy {
         base_backoff_ms: cfg.base_backoff_ms,
@@ -667,7 +775,9 @@ fn container(run: &Path, workspace: &Path) -> ProcResult {
     let mut c = Container::start(opts).map_err(fail)?;
     let mut rng = Rng::derive(cfg.seed, 3000 + u64::from(pid));
     let slow_max = cfg.slow_max_ms;
+    let events = AppendLog::open(&layout.events.join(format!("c-{sid}.log")));
     c.run(&STOP, |ctx: &HandlerContext, batch: &Batch| {
+        misbehave(ctx, batch, &events, &sid, pid)?;
         // Think for a while (a kill often lands here, with the claim held).
         let think = Duration::from_millis(rng.range(0, slow_max));
         let end = Instant::now() + think;
@@ -681,21 +791,96 @@ fn container(run: &Path, workspace: &Path) -> ProcResult {
         let replies: Vec<NewOutbound> = batch
             .messages
             .iter()
-            .filter(|m| matches!(m.kind, MessageKind::Chat | MessageKind::ChatSdk) && m.trigger)
+            .filter(|m| wakes(m))
             .map(|m| {
-                let text = m
-                    .content_json()
-                    .get("text")
-                    .and_then(|t| t.as_str())
-                    .unwrap_or("")
-                    .to_string();
-                NewOutbound::reply_to(format!("{}-echo", m.id), m, &format!("echo: {text}"))
+                NewOutbound::reply_to(
+                    format!("{}-echo", m.id),
+                    m,
+                    &format!("echo: {}", text_of(m)),
+                )
             })
             .collect();
         ctx.set_continuation(&(turns + replies.len() as u64).to_string())?;
+        if ctx.time_left().is_zero() {
+            // Slower than the deadline without misbehaving (a loaded machine): the runtime
+            // discards this result and the batch is retried; worth knowing, not a failure.
+            events.line(&["late_batch", &sid, &pid.to_string(), &batch.ids().join(",")]);
+        }
         Ok(Handled::completed(replies))
     })
     .map_err(fail)?;
+    Ok(())
+}
+
+/// A chat message that wakes the agent (the only kind the echo handler answers).
+fn wakes(m: &MessageIn) -> bool {
+    matches!(m.kind, MessageKind::Chat | MessageKind::ChatSdk) && m.trigger
+}
+
+/// The soak container's misbehaviour on the driver's special messages (see [`Special`]):
+/// fails on a poison message, else hangs or panics on the first `hang-once` / `panic-once`
+/// message of the batch that has no marker yet (writing the marker first). Returns `Ok` when
+/// the batch is to be answered as usual.
+fn misbehave(
+    ctx: &HandlerContext,
+    batch: &Batch,
+    events: &AppendLog,
+    sid: &str,
+    pid: u32,
+) -> Result<(), RuntimeError> {
+    let mut specials: Vec<(Special, &MessageIn)> = batch
+        .messages
+        .iter()
+        .filter(|m| wakes(m))
+        .filter_map(|m| Special::of_text(&text_of(m)).map(|k| (k, m)))
+        .collect();
+    // Poison first (it fails whatever else the batch holds), then hangs, then panics.
+    specials.sort_by_key(|(k, _)| std::cmp::Reverse(*k));
+    for (kind, m) in specials {
+        let pid = pid.to_string();
+        match kind {
+            Special::Poison => {
+                // Panic and error by turns, so that both ways of failing reach the host.
+                let how = if m.tries % 2 == 0 { "panic" } else { "error" };
+                events.line(&[
+                    "handler_poison",
+                    sid,
+                    &pid,
+                    &m.id,
+                    &m.tries.to_string(),
+                    how,
+                ]);
+                if how == "panic" {
+                    panic!("soak: poison message {}", m.id);
+                }
+                return Err(RuntimeError::Config(
+                    sessionbus_runtime::config::ConfigError::Invalid {
+                        path: PathBuf::from("soak-poison"),
+                        field: "text".into(),
+                        reason: format!("soak: poison message {}", m.id),
+                    },
+                ));
+            }
+            Special::HangOnce | Special::PanicOnce => {
+                let key = once_key(&m.id);
+                if ctx.outbound().state_get(&key)?.is_some() {
+                    continue;
+                }
+                // Committed before the misbehaviour: the next container answers.
+                ctx.outbound().state_set(&key, kind.name())?;
+                if kind == Special::PanicOnce {
+                    events.line(&["handler_panic", sid, &pid, &m.id]);
+                    panic!("soak: panic-once on message {}", m.id);
+                }
+                let clock_ms = ctx.session().clock().now().unix_millis();
+                events.line(&["handler_hang", sid, &pid, &m.id, &clock_ms.to_string()]);
+                // A hung agent: never returns, deaf to stop signals; the host must kill it.
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
     Ok(())
 }
 
