@@ -835,7 +835,7 @@ impl Driver {
                     &sid,
                     &id,
                     kind.name(),
-                    &w.seq.0.to_string(),
+                    &w.seq.get().to_string(),
                 ]);
                 self.log(&format!("wrote {} into {sid}", kind.text(&id)));
                 Ok(true)
