@@ -114,6 +114,18 @@ impl ContainerSession {
     /// Polls for the next batch: pending, due, un-acked rows, `system` rows excluded (they are
     /// answers to the agent's own questions), `on_wake` rows only on the first poll after
     /// start; the newest `limit` by seq, returned oldest first. Reads only pending rows.
+    ///
+    /// Two rules keep one message from holding up or taking down others:
+    ///
+    /// - **A retry goes alone.** When a message that wakes the agent has been tried before
+    ///   (`tries > 0`: its batch failed), the batch is that message alone, the oldest such
+    ///   first. The host counts a try for every message of a failed batch, so a message the
+    ///   handler always fails on (a poison message) would otherwise take the messages claimed
+    ///   with it to `failed` too; alone, it fails alone and they are answered.
+    /// - **A batch wakes when it can.** When the newest `limit` rows are all context rows
+    ///   (`trigger` false) but an older row would wake the agent, the batch is the newest
+    ///   `limit` rows that end at that row, instead of a batch that wakes nothing and leaves
+    ///   the older message unanswered until a newer one arrives.
     pub fn poll(&self, first_poll: bool, limit: usize) -> Result<Batch> {
         if limit == 0 {
             return Err(StoreError::InvalidArgument {
@@ -135,11 +147,20 @@ impl ContainerSession {
         }
         let ids: Vec<String> = candidates.iter().map(|m| m.id.clone()).collect();
         let acked = self.outbound.acked_among(&ids)?;
-        let mut messages: Vec<MessageIn> = candidates
+        // Newest first, as read.
+        let mut open: Vec<MessageIn> = candidates
             .into_iter()
             .filter(|m| !acked.contains(&m.id))
-            .take(limit)
             .collect();
+        if let Some(at) = open.iter().rposition(|m| m.trigger && m.tries > 0) {
+            let retry = open.swap_remove(at);
+            return Ok(Batch {
+                messages: vec![retry],
+            });
+        }
+        let newest_waking = open.iter().position(|m| m.trigger).unwrap_or(0);
+        let start = (newest_waking + 1).saturating_sub(limit);
+        let mut messages: Vec<MessageIn> = open.into_iter().skip(start).take(limit).collect();
         messages.reverse();
         Ok(Batch { messages })
     }

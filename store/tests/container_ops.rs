@@ -467,3 +467,73 @@ fn failure_notes_keep_the_claims_end_the_batch_and_stay_bounded() {
         "oldest dropped"
     );
 }
+
+/// A message that has failed before goes alone, oldest first: a poison message cannot take its
+/// batch-mates down with it again, and they are answered.
+#[test]
+fn a_retried_message_is_polled_alone() {
+    let s = TempSession::new();
+    let h = s.host();
+    for id in ["a", "poison", "b", "c"] {
+        h.inbound().write_message(&message(id, id).build()).unwrap();
+    }
+    let now = s.clock.now();
+    let retry = |id: &str| RetryUpdate::Retry {
+        id: id.into(),
+        tries: 1,
+        process_after: now,
+    };
+    // "a" and "poison" shared a batch that failed; "b" and "c" are new.
+    h.inbound()
+        .apply_retries(&[retry("a"), retry("poison")])
+        .unwrap();
+    let c = s.container();
+    let batch = c.poll(false, 10).unwrap();
+    assert_eq!(batch.ids(), ["a"], "the oldest retry alone");
+    c.outbound()
+        .ack(&batch.ids(), &AckStatus::Completed)
+        .unwrap();
+    assert_eq!(c.poll(false, 10).unwrap().ids(), ["poison"]);
+    c.outbound()
+        .ack(&["poison".into()], &AckStatus::Failed)
+        .unwrap();
+    assert_eq!(
+        c.poll(false, 10).unwrap().ids(),
+        ["b", "c"],
+        "no retry left: a normal batch"
+    );
+}
+
+/// When the newest rows are all context rows, the batch ends at the newest row that wakes the
+/// agent instead of waking nothing and stranding it.
+#[test]
+fn context_rows_newer_than_a_message_do_not_strand_it() {
+    let s = TempSession::new();
+    let h = s.host();
+    h.inbound()
+        .write_message(&message("ask", "question").build())
+        .unwrap();
+    for i in 0..3 {
+        h.inbound()
+            .write_message(&message(&format!("ctx{i}"), "chatter").context().build())
+            .unwrap();
+    }
+    let c = s.container();
+    let batch = c.poll(false, 2).unwrap();
+    assert!(batch.wakes(), "{:?}", batch.ids());
+    assert_eq!(
+        batch.ids(),
+        ["ask", "ctx0"],
+        "the newest two ending at the question"
+    );
+    // With room for all, the newest rows as before.
+    assert_eq!(
+        c.poll(false, 10).unwrap().ids(),
+        ["ask", "ctx0", "ctx1", "ctx2"]
+    );
+    // Only context rows pending: a batch that wakes nothing, as before.
+    c.outbound()
+        .ack(&["ask".into()], &AckStatus::Completed)
+        .unwrap();
+    assert!(!c.poll(false, 10).unwrap().wakes());
+}

@@ -38,15 +38,13 @@
 //!   and once the driver sees the deadline has passed it steps the clock past the 60 s claim
 //!   tolerance (the claim rule compares clock times, and a minute of real time would outlast
 //!   a short run), so the host's sweep must kill the container; a later one answers. A poison
-//!   message must end `failed` after the retry policy's tries, unanswered. Poison messages go
-//!   to `s1`, which runs one message per batch (`--poison-batch`): the runtime counts a try
-//!   for every message of a failed batch, so with batches of several a poison message's
-//!   batch-mates follow it to `failed` (`collateral`, a problem; `--poison-batch 4` shows it).
-//!   With one message per batch the host writes no context rows into `s1`: the container's
-//!   poll hands out the newest due rows, so a newer context row alone makes a batch that wakes
-//!   nothing, and an older message (a poison message waiting out its backoff, say) is not
-//!   handed out until a newer one that wakes the agent arrives, which never happens in the
-//!   drain. The other special messages go to any session but the last. "Once" is a marker in the
+//!   message must end `failed` after the retry policy's tries, unanswered, and must not take
+//!   the messages claimed with it down too (`collateral`, a problem): poison messages go to
+//!   `s1`, which runs batches of `--poison-batch` (4 by default) and gets context rows like the
+//!   others, so both of the poll's rules are exercised (a retried message goes alone; a batch
+//!   ends at the newest message that wakes the agent rather than at newer context rows).
+//!   `--poison-batch 1` gives the poison session batches of one.
+//!   The other special messages go to any session but the last. "Once" is a marker in the
 //!   container's session state (`soak-once:<id>`), committed before the misbehaviour.
 //!
 //! The host keeps the default idle rule (stop a container after 30 min of the clock with
@@ -132,11 +130,10 @@ pub struct SoakArgs {
     #[arg(long)]
     pub keep: bool,
 
-    /// Messages per batch in the poison session (s1). With more than 1 a poison message
-    /// shares its failures with whatever was claimed with it: the runtime counts a try for
-    /// every message of a failed batch, so its batch-mates follow it to `failed` (reported as
-    /// `collateral`). The default keeps the soak to what the runtime promises today
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// Messages per batch in the poison session (s1). A poison message's batch-mates must
+    /// never follow it to `failed` (reported as `collateral`): the container polls a message
+    /// that has failed before alone
+    #[arg(long, value_name = "N", default_value_t = 4)]
     pub poison_batch: u32,
 
     /// Print each fault as it is injected
