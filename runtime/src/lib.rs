@@ -132,3 +132,8 @@ pub mod prelude {
         NewMessage, NewOutbound, Ownership, SessionPaths, SystemClock, Timestamp,
     };
 }
+
+/// The examples of `docs/quickstart.md`, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/quickstart.md")]
+pub struct QuickstartExamples;
