@@ -185,6 +185,7 @@ struct JsonLines {
 impl Deliverer for JsonLines {
     fn deliver(
         &mut self,
+        _session: &sessionbus_runtime::SessionPaths,
         row: &DueOutbound,
         _attempt: i64,
     ) -> Result<Option<String>, sessionbus_runtime::control::CallerError> {

@@ -177,7 +177,12 @@ struct Platform {
 }
 
 impl Deliverer for Platform {
-    fn deliver(&mut self, row: &DueOutbound, _: i64) -> Result<Option<String>, CallerError> {
+    fn deliver(
+        &mut self,
+        _session: &sessionbus_runtime::SessionPaths,
+        row: &DueOutbound,
+        _: i64,
+    ) -> Result<Option<String>, CallerError> {
         if let Some(to) = &row.message.in_reply_to {
             *self.answers.entry(to.clone()).or_default() += 1;
         }

@@ -450,6 +450,7 @@ struct Collect(Vec<(i64, String)>, usize);
 impl Deliverer for Collect {
     fn deliver(
         &mut self,
+        _session: &sessionbus_runtime::SessionPaths,
         row: &DueOutbound,
         attempt: i64,
     ) -> Result<Option<String>, sessionbus_runtime::control::CallerError> {

@@ -160,7 +160,7 @@ impl AsyncDeliverer for Platform {
                 released.await;
             }
         }
-        self.capture.clone().deliver(row, attempt)
+        self.capture.clone().deliver(session, row, attempt)
     }
 }
 

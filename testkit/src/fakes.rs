@@ -256,7 +256,12 @@ impl CapturingDeliverer {
 }
 
 impl Deliverer for CapturingDeliverer {
-    fn deliver(&mut self, row: &DueOutbound, attempt: i64) -> Result<Option<String>, CallerError> {
+    fn deliver(
+        &mut self,
+        _session: &sessionbus_runtime::SessionPaths,
+        row: &DueOutbound,
+        attempt: i64,
+    ) -> Result<Option<String>, CallerError> {
         let mut s = lock(&self.state);
         let id = row.message.id.clone();
         if s.fail_next > 0 {

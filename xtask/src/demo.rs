@@ -263,6 +263,7 @@ struct Screen {
 impl Deliverer for Screen {
     fn deliver(
         &mut self,
+        _session: &sessionbus_runtime::SessionPaths,
         row: &DueOutbound,
         _attempt: i64,
     ) -> Result<Option<String>, sessionbus_runtime::control::CallerError> {

@@ -679,7 +679,12 @@ struct Collect {
 }
 
 impl Deliverer for Collect {
-    fn deliver(&mut self, row: &DueOutbound, _attempt: i64) -> Result<Option<String>, CallerError> {
+    fn deliver(
+        &mut self,
+        _session: &sessionbus_runtime::SessionPaths,
+        row: &DueOutbound,
+        _attempt: i64,
+    ) -> Result<Option<String>, CallerError> {
         let m = &row.message;
         self.seen.push(Reply {
             seq: m.seq.map_or(-1, |s| s.get()),

@@ -1,16 +1,17 @@
 //! Delivery: handing due outbound rows to the chat platform, attempts counted in inbound.db.
 
 use crate::error::RuntimeError;
-use sessionbus_store::{DeliveryOutcome, DueOutbound, HostSession};
+use sessionbus_store::{DeliveryOutcome, DueOutbound, HostSession, SessionPaths};
 
 /// The caller's link to the chat platform.
 pub trait Deliverer {
-    /// Hands a row to the platform; returns the platform's id for it, if it gave one. `attempt`
-    /// is 1 for the first try; above 1 the row may already have been handed over once (a crash
-    /// between hand-off and record), so pass its id as an idempotency key where the platform
-    /// has one.
+    /// Hands a row of `session` to the platform; returns the platform's id for it, if it gave
+    /// one. `attempt` is 1 for the first try; above 1 the row may already have been handed
+    /// over once (a crash between hand-off and record), so pass its id as an idempotency key
+    /// where the platform has one.
     fn deliver(
         &mut self,
+        session: &SessionPaths,
         row: &DueOutbound,
         attempt: i64,
     ) -> Result<Option<String>, crate::control::CallerError>;
@@ -45,7 +46,7 @@ pub fn deliver_session(
             }
             Begun::Attempt(attempt) => attempt,
         };
-        let handed = deliverer.deliver(&row, attempt);
+        let handed = deliverer.deliver(host.paths(), &row, attempt);
         let finished = finish_attempt(host, &row.message.id, attempt, handed, max_attempts)?;
         report.note(row, finished);
     }

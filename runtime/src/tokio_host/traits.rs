@@ -206,13 +206,13 @@ impl<D: Deliverer + Send + 'static> SyncDeliverer<D> {
 impl<D: Deliverer + Send + 'static> AsyncDeliverer for SyncDeliverer<D> {
     async fn deliver(
         &self,
-        _session: &SessionPaths,
+        session: &SessionPaths,
         row: &DueOutbound,
         attempt: i64,
     ) -> Result<Option<String>, CallerError> {
         let inner = Arc::clone(&self.inner);
-        let row = row.clone();
-        on_blocking_thread(move || lock(&inner).deliver(&row, attempt))
+        let (session, row) = (session.clone(), row.clone());
+        on_blocking_thread(move || lock(&inner).deliver(&session, &row, attempt))
             .await
             .unwrap_or_else(|| Err("the runtime is shutting down".into()))
     }

@@ -484,6 +484,7 @@ struct Platform {
 impl Deliverer for Platform {
     fn deliver(
         &mut self,
+        _session: &sessionbus_runtime::SessionPaths,
         row: &DueOutbound,
         attempt: i64,
     ) -> Result<Option<String>, sessionbus_runtime::control::CallerError> {
