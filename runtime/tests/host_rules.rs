@@ -202,3 +202,51 @@ fn a_frozen_lock_holder_does_not_hold_up_twenty_healthy_sessions() {
     }
     frozen.batch_execute("ROLLBACK").unwrap();
 }
+
+/// A container started long after its predecessor stopped finds that predecessor's heartbeat
+/// file, older than the ceiling. Until it touches the file itself, the host takes the start as
+/// its last beat, so the sweep after the start does not kill it as hung; one that never beats
+/// is still killed once the ceiling has passed since its start.
+#[test]
+fn a_fresh_container_is_not_judged_by_its_predecessors_heartbeat() {
+    let s = answered_session();
+    let h = s.host();
+    // The previous container beat last two hours ago, then was stopped.
+    sessionbus_runtime::heartbeat::touch_at(&s.paths.heartbeat, s.clock.now()).unwrap();
+    s.clock.advance_secs(2 * 60 * 60);
+    h.inbound()
+        .write_message(&message("late", "hello again").build())
+        .unwrap();
+    let mut ctl = Fake::default();
+    let mut sweeper = Sweeper::new(SweepOptions::default());
+    sweeper.sweep(&h, &mut ctl, &|_| None).unwrap();
+    assert_eq!(ctl.starts, 1);
+    // The next sweep, before the new container's first beat (it never touches the file here).
+    s.clock.advance_secs(1);
+    sweeper.sweep(&h, &mut ctl, &|_| None).unwrap();
+    assert!(
+        ctl.kills.is_empty(),
+        "killed on its predecessor's heartbeat: {:?}",
+        ctl.kills
+    );
+    assert!(ctl.running);
+    // A bare sweep without the start time judges by the file, as before.
+    let bare = sweep_session(
+        &h,
+        &mut Fake {
+            running: true,
+            ..Fake::default()
+        },
+        &|_| None,
+        SweepOptions::default(),
+    )
+    .unwrap();
+    assert!(
+        matches!(bare.decision, Some(StuckDecision::Kill { .. })),
+        "{bare:?}"
+    );
+    // Never beating at all: the ceiling counts from the start.
+    s.clock.advance_secs(31 * 60);
+    sweeper.sweep(&h, &mut ctl, &|_| None).unwrap();
+    assert_eq!(ctl.kills.len(), 1, "{:?}", ctl.kills);
+}

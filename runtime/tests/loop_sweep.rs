@@ -382,10 +382,16 @@ fn the_first_retry_after_a_kill_is_due_at_once_so_replies_stay_in_order() {
     let m = h.inbound().message("first").unwrap().unwrap();
     assert_eq!(m.tries, 1);
     assert!(m.process_after.unwrap().instant() <= Some(s.clock.now()));
-    // The next container starts (clearing its predecessor's claim) and takes both, in order.
+    // The next container starts (clearing its predecessor's claim) and takes both, in order:
+    // the retry first and alone (a message that failed once does not share a batch again),
+    // then the other.
     c.start().unwrap();
     let batch = c.poll(true, 10).unwrap();
-    assert_eq!(batch.ids(), ["first", "second"]);
+    assert_eq!(batch.ids(), ["first"]);
+    c.outbound()
+        .ack(&batch.ids(), &AckStatus::Completed)
+        .unwrap();
+    assert_eq!(c.poll(false, 10).unwrap().ids(), ["second"]);
 }
 
 #[test]

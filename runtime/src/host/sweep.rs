@@ -40,6 +40,12 @@ pub struct SweepOptions {
     /// saw (see [`sessionbus_store::InboundWriter::last_activity`]), never the heartbeat: a
     /// container cannot keep itself alive by touching it.
     pub idle_after: Option<std::time::Duration>,
+    /// When the caller last started this session's container, if it knows: a heartbeat older
+    /// than that is taken as that time, because a container just started has not touched its
+    /// own yet, and the file its predecessor left (an idle container stopped hours ago, say)
+    /// would otherwise pass the ceiling and get the new one killed before its first beat.
+    /// [`Sweeper`](super::Sweeper) sets it for the containers it starts.
+    pub started_at: Option<Timestamp>,
 }
 
 /// The default idle limit: the older implementation's ceiling reaped idle containers after
@@ -53,6 +59,7 @@ impl Default for SweepOptions {
             retry: RetryPolicy::default(),
             wake: true,
             idle_after: Some(DEFAULT_IDLE_AFTER),
+            started_at: None,
         }
     }
 }
@@ -67,6 +74,13 @@ impl SweepOptions {
     /// The same options, waking containers or not.
     pub fn with_wake(mut self, wake: bool) -> Self {
         self.wake = wake;
+        self
+    }
+
+    /// The same options with the time the caller last started the session's container (see
+    /// [`SweepOptions::started_at`]).
+    pub fn with_started_at(mut self, at: Option<Timestamp>) -> Self {
+        self.started_at = at;
         self
     }
 
@@ -171,7 +185,8 @@ pub fn sweep_session(
         if let Some(o) = observed.as_ref().filter(|o| !o.claims.is_empty()) {
             host.inbound().record_claims(&o.claims)?;
         }
-        let beat = heartbeat::mtime(&paths.heartbeat)?;
+        // A container started after the heartbeat file was last touched has not beaten yet.
+        let beat = heartbeat::mtime(&paths.heartbeat)?.max(opts.started_at);
         let tool = observed.as_ref().and_then(|o| o.tool.clone());
         let live = live_claims(&records, observed.as_ref());
         let mut decision = liveness::decide(now, beat, tool.as_ref(), &live);

@@ -38,6 +38,7 @@ pub struct Sweeper {
     quiet: std::collections::HashMap<PathBuf, QuietMark>,
     start_failures: std::collections::HashMap<PathBuf, StartFailures>,
     start_backoff: Option<std::time::Duration>,
+    started: std::collections::HashMap<PathBuf, sessionbus_schema::Timestamp>,
 }
 
 /// A session whose container failed to start: how often in a row, and when to try again.
@@ -136,7 +137,10 @@ impl Sweeper {
         }
         self.quiet.remove(&paths.dir);
         let held = self.start_held_until(&paths.dir).is_some();
-        let opts = self.opts.with_wake(self.opts.wake && !held);
+        let opts = self
+            .opts
+            .with_wake(self.opts.wake && !held)
+            .with_started_at(self.started.get(&paths.dir).copied());
         let report = match sweep_session(host, control, next_occurrence, opts) {
             Err(
                 e @ RuntimeError::Control {
@@ -150,6 +154,7 @@ impl Sweeper {
         };
         if report.woke {
             self.start_failures.remove(&paths.dir);
+            self.started.insert(paths.dir.clone(), host.clock().now());
         }
         // Quiet when nothing is pending or claimed now. The counters are the ones read before
         // the sweep, so a commit during it (ours included) makes the next sweep a full one.
