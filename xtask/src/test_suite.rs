@@ -26,7 +26,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
     long_about = "Check (and, as root, install with apt-get) what the test suite needs: root, \
 bubblewrap, bindfs and /dev/fuse, and the older implementation's stand-in under peer/ (its npm \
 packages, built in the background while the tests compile). Then run cargo test --workspace \
-with any arguments given after --.",
+with any arguments given after -- (for instance: -- --no-fail-fast -- --test-threads=1).",
     after_help = "Exit status: that of cargo test, or 1 when a requirement is missing."
 )]
 pub struct TestArgs {
@@ -34,7 +34,8 @@ pub struct TestArgs {
     #[arg(long)]
     pub no_install: bool,
 
-    /// Arguments passed on to `cargo test --workspace` (after `--`)
+    /// Arguments for `cargo test --workspace` (after `--`; a second `--` passes the rest to
+    /// the tests, as with cargo: `cargo xtask test -- --no-fail-fast -- --test-threads=1`)
     #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
     pub cargo_args: Vec<String>,
 }
@@ -93,12 +94,7 @@ fn run(args: &TestArgs) -> Result<ExitCode, String> {
     peer_ok?;
     eprintln!("== cargo test --workspace");
     let extra: Vec<&str> = args.cargo_args.iter().map(String::as_str).collect();
-    let mut rest = Vec::new();
-    if !extra.is_empty() {
-        rest.push("--");
-        rest.extend(extra);
-    }
-    let status = cargo_test(&root, &rest)?;
+    let status = cargo_test(&root, &extra)?;
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
         Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
