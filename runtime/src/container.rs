@@ -499,7 +499,11 @@ impl Container {
         }
         summary.polls += 1;
         let limit = usize::try_from(self.config.max_messages_per_prompt.get()).unwrap_or(10);
-        let batch = self.session.poll(self.first_poll, limit)?;
+        let batch = if self.first_poll {
+            self.session.poll_after_start(limit)?
+        } else {
+            self.session.poll(limit)?
+        };
         self.first_poll = false;
         if batch.is_empty() || !batch.wakes() {
             return Ok(false);

@@ -386,12 +386,12 @@ fn the_first_retry_after_a_kill_is_due_at_once_so_replies_stay_in_order() {
     // the retry first and alone (a message that failed once does not share a batch again),
     // then the other.
     c.start().unwrap();
-    let batch = c.poll(true, 10).unwrap();
+    let batch = c.poll_after_start(10).unwrap();
     assert_eq!(batch.ids(), ["first"]);
     c.outbound()
         .ack(&batch.ids(), &AckStatus::Completed)
         .unwrap();
-    assert_eq!(c.poll(false, 10).unwrap().ids(), ["second"]);
+    assert_eq!(c.poll(10).unwrap().ids(), ["second"]);
 }
 
 #[test]

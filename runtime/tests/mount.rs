@@ -187,7 +187,7 @@ fn kernel_cache_freezes_even_fresh_opens_and_the_container_stops_with_a_diagnosi
     while polls < 10 || start.elapsed() < WELL_PAST_ATTR_TIMEOUT {
         // Old pages from the cache, and pages it never held read fresh: the view is stale or,
         // where the two mix, malformed. Never the new row.
-        match fresh.poll(false, 10) {
+        match fresh.poll(10) {
             Ok(batch) => assert!(
                 batch.is_empty(),
                 "poll {polls}: kernel_cache showed a new row: {:?}",

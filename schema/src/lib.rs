@@ -18,7 +18,7 @@
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let host_view = DbFile::in_session(dir.path(), FileKind::Inbound, Role::Host);
-//! let outcome = migrate::migrate(&host_view, SystemClock.now(), true).unwrap();
+//! let outcome = migrate::migrate(&host_view, SystemClock.now(), migrate::IfMissing::Create).unwrap();
 //! assert!(outcome.created);
 //!
 //! // The container checks the schema through a read-only handle, writing nothing.

@@ -667,12 +667,25 @@ impl From<diesel::result::Error> for TxError {
     }
 }
 
-/// Brings one file to this build's schema, adopting a legacy file in place. When `create` is
-/// set a missing file is created (provisioning); otherwise a missing file is
-/// [`DbError::NotFound`]. `now` stamps rebuilt rows that lacked a timestamp.
-pub fn migrate(file: &DbFile, now: Timestamp, create: bool) -> Result<MigrationOutcome, DbError> {
+/// What [`migrate`] does when the file does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfMissing {
+    /// Create it (provisioning, or a container creating its own file).
+    Create,
+    /// Fail with [`DbError::NotFound`].
+    Fail,
+}
+
+/// Brings one file to this build's schema, adopting a legacy file in place. A missing file is
+/// created or refused as `if_missing` says. `now` stamps rebuilt rows that lacked a
+/// timestamp.
+pub fn migrate(
+    file: &DbFile,
+    now: Timestamp,
+    if_missing: IfMissing,
+) -> Result<MigrationOutcome, DbError> {
     const OP: &str = "migrate";
-    let (mut conn, info) = file.open_writer_with(OP, create)?;
+    let (mut conn, info) = file.open_writer_with(OP, if_missing == IfMissing::Create)?;
     let before = inspect(&mut conn, file, OP)?;
     let mut outcome = MigrationOutcome {
         path: file.path().to_path_buf(),

@@ -14,8 +14,12 @@ use std::path::Path;
 fn failing_migrate(path: &Path, kind: FileKind) -> DbError {
     let dir = path.parent().unwrap();
     let before = snapshot(dir);
-    let err = migrate::migrate(&writer_file(path, kind), t0(), false)
-        .expect_err("this migration must fail");
+    let err = migrate::migrate(
+        &writer_file(path, kind),
+        t0(),
+        sessionbus_schema::migrate::IfMissing::Fail,
+    )
+    .expect_err("this migration must fail");
     assert_same_folder(&before, &snapshot(dir), &format!("failed migrate: {err}"));
     assert!(!journal_of(path).exists());
     assert_eq!(err.at().path, path, "the error names the file: {err}");

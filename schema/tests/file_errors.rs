@@ -33,11 +33,13 @@ fn every_entry_fails(path: &Path, kind: FileKind, check: impl Fn(&DbError) -> bo
         ),
         (
             "migrate",
-            migrate::migrate(&writer, t0(), false).expect_err("migrate must fail"),
+            migrate::migrate(&writer, t0(), sessionbus_schema::migrate::IfMissing::Fail)
+                .expect_err("migrate must fail"),
         ),
         (
             "migrate create",
-            migrate::migrate(&writer, t0(), true).expect_err("migrate must fail"),
+            migrate::migrate(&writer, t0(), sessionbus_schema::migrate::IfMissing::Create)
+                .expect_err("migrate must fail"),
         ),
         ("plan", migrate::plan(&writer).expect_err("plan must fail")),
     ];
@@ -121,7 +123,12 @@ fn garbage_over_page_two_is_corrupt() {
 
     // Adoption reads the table (series_id backfill): migrate reports it and changes nothing.
     let before = snapshot(dir.path());
-    let err = migrate::migrate(&writer_file(&path, FileKind::Inbound), t0(), false).unwrap_err();
+    let err = migrate::migrate(
+        &writer_file(&path, FileKind::Inbound),
+        t0(),
+        sessionbus_schema::migrate::IfMissing::Fail,
+    )
+    .unwrap_err();
     assert!(matches!(err, DbError::Corrupt { .. }), "{err:?}");
     assert_eq!(err.at().path, path);
     assert_same_folder(&before, &snapshot(dir.path()), "migrate of a corrupt file");
@@ -143,7 +150,8 @@ fn a_writer_blocked_by_another_writer_is_locked_and_retryable() {
         )
         .unwrap();
     let started = Instant::now();
-    let err = migrate::migrate(&writer, t0(), false).unwrap_err();
+    let err =
+        migrate::migrate(&writer, t0(), sessionbus_schema::migrate::IfMissing::Fail).unwrap_err();
     let waited = started.elapsed();
     match &err {
         DbError::Locked { at, timeout_ms } => {
@@ -171,7 +179,8 @@ fn a_writer_blocked_by_another_writer_is_locked_and_retryable() {
         matches!(err, DbError::Locked { .. }) && err.is_retryable(),
         "{err:?}"
     );
-    let err = migrate::migrate(&writer, t0(), false).unwrap_err();
+    let err =
+        migrate::migrate(&writer, t0(), sessionbus_schema::migrate::IfMissing::Fail).unwrap_err();
     assert!(
         matches!(err, DbError::Locked { .. }) && err.is_retryable(),
         "{err:?}"
@@ -180,7 +189,7 @@ fn a_writer_blocked_by_another_writer_is_locked_and_retryable() {
     // Once the lock is gone the same calls succeed: the legacy file was never half-migrated.
     other.batch_execute("ROLLBACK;").unwrap();
     drop(other);
-    let out = migrate::migrate(&writer, t0(), false).unwrap();
+    let out = migrate::migrate(&writer, t0(), sessionbus_schema::migrate::IfMissing::Fail).unwrap();
     assert!(matches!(out.before, migrate::FileState::Legacy { .. }));
     assert_eq!(
         count(&mut raw(&path), "destinations"),
@@ -222,7 +231,12 @@ fn a_wal_file_is_refused_by_readers_and_switched_back_by_migrate() {
         assert!(err.to_string().contains("WAL"), "{err}");
         assert_same_folder(&before, &snapshot(dir.path()), "reader on a WAL file");
 
-        let out = migrate::migrate(&writer_file(&path, FileKind::Inbound), t0(), false).unwrap();
+        let out = migrate::migrate(
+            &writer_file(&path, FileKind::Inbound),
+            t0(),
+            sessionbus_schema::migrate::IfMissing::Fail,
+        )
+        .unwrap();
         assert_eq!(out.switched_from.as_deref(), Some("wal"), "{what}");
         assert!(out.changed());
         assert_eq!(out.applied.is_empty(), migrated_first, "{what}: {out:?}");
@@ -261,7 +275,8 @@ fn a_missing_file_is_not_found_and_nothing_is_created() {
             ),
             (
                 "migrate",
-                migrate::migrate(&writer, t0(), false).unwrap_err(),
+                migrate::migrate(&writer, t0(), sessionbus_schema::migrate::IfMissing::Fail)
+                    .unwrap_err(),
             ),
             ("plan", migrate::plan(&writer).unwrap_err()),
         ] {
@@ -273,7 +288,12 @@ fn a_missing_file_is_not_found_and_nothing_is_created() {
 
         // A missing session folder: even provisioning refuses, naming the folder.
         let gone = dir.path().join("no-such-session").join(kind.file_name());
-        let err = migrate::migrate(&writer_file(&gone, kind), t0(), true).unwrap_err();
+        let err = migrate::migrate(
+            &writer_file(&gone, kind),
+            t0(),
+            sessionbus_schema::migrate::IfMissing::Create,
+        )
+        .unwrap_err();
         match &err {
             DbError::NotFound { at } => assert_eq!(at.path, gone.parent().unwrap()),
             other => panic!("expected NotFound, got {other:?}"),

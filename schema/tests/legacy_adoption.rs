@@ -88,7 +88,8 @@ fn adopt_and_check(kind: FileKind, g: u8, style: Style, state: SessionStateShape
     );
 
     let file = writer_file(&path, kind);
-    let out = migrate::migrate(&file, t0(), false).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let out = migrate::migrate(&file, t0(), sessionbus_schema::migrate::IfMissing::Fail)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
 
     // What the file was.
     match &out.before {
@@ -327,7 +328,8 @@ fn the_fixture_really_is_legacy_before_migration() {
 fn second_migrate_changes_nothing(path: &Path, kind: FileKind, what: &str) {
     let file = writer_file(path, kind);
     let bytes = std::fs::read(path).unwrap();
-    let out = migrate::migrate(&file, t0(), false).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let out = migrate::migrate(&file, t0(), sessionbus_schema::migrate::IfMissing::Fail)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(!out.changed(), "{what}: second migrate changed {out:?}");
     assert!(out.applied.is_empty(), "{what}");
     match &out.before {
@@ -352,12 +354,22 @@ fn a_second_migrate_changes_nothing() {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join(kind.file_name());
             legacy::create(&path, kind, g, Style::Patched, 4).unwrap();
-            migrate::migrate(&writer_file(&path, kind), t0(), false).unwrap();
+            migrate::migrate(
+                &writer_file(&path, kind),
+                t0(),
+                sessionbus_schema::migrate::IfMissing::Fail,
+            )
+            .unwrap();
             second_migrate_changes_nothing(&path, kind, &format!("{kind} G{g}"));
             // And a third, with another clock: `now` only matters for rows being adopted.
             let later = Timestamp::parse("2030-01-01T00:00:00Z").unwrap();
             let bytes = std::fs::read(&path).unwrap();
-            let out = migrate::migrate(&writer_file(&path, kind), later, false).unwrap();
+            let out = migrate::migrate(
+                &writer_file(&path, kind),
+                later,
+                sessionbus_schema::migrate::IfMissing::Fail,
+            )
+            .unwrap();
             assert!(!out.changed());
             assert_eq!(std::fs::read(&path).unwrap(), bytes);
         }
@@ -375,13 +387,15 @@ fn a_new_file_is_created_in_the_current_shape_only_when_asked() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(kind.file_name());
         let file = writer_file(&path, kind);
-        let err = migrate::migrate(&file, t0(), false).unwrap_err();
+        let err =
+            migrate::migrate(&file, t0(), sessionbus_schema::migrate::IfMissing::Fail).unwrap_err();
         assert!(
             matches!(err, sessionbus_schema::DbError::NotFound { .. }),
             "{err:?}"
         );
         assert!(!path.exists(), "create = false must create nothing");
-        let out = migrate::migrate(&file, t0(), true).unwrap();
+        let out =
+            migrate::migrate(&file, t0(), sessionbus_schema::migrate::IfMissing::Create).unwrap();
         assert!(out.created && out.before == FileState::Empty, "{out:?}");
         assert_eq!(out.applied, migrate::known_versions(kind));
         let mut c = raw(&path);
@@ -399,7 +413,12 @@ fn a_zero_byte_file_is_treated_as_new() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(kind.file_name());
         std::fs::write(&path, b"").unwrap();
-        let out = migrate::migrate(&writer_file(&path, kind), t0(), false).unwrap();
+        let out = migrate::migrate(
+            &writer_file(&path, kind),
+            t0(),
+            sessionbus_schema::migrate::IfMissing::Fail,
+        )
+        .unwrap();
         assert!(out.created && out.before == FileState::Empty, "{out:?}");
         assert_eq!(
             recorded_versions(&mut raw(&path)),
@@ -431,7 +450,8 @@ fn a_pair_of_different_generations_in_one_session_folder() {
         // The host migrates its file; the container's file is left alone, and vice versa.
         let host = DbFile::in_session(dir.path(), FileKind::Inbound, Role::Host);
         let outbound_bytes = std::fs::read(&outbound).unwrap();
-        let a = migrate::migrate(&host, t0(), false).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let a = migrate::migrate(&host, t0(), sessionbus_schema::migrate::IfMissing::Fail)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(
             std::fs::read(&outbound).unwrap(),
             outbound_bytes,
@@ -439,7 +459,12 @@ fn a_pair_of_different_generations_in_one_session_folder() {
         );
         let container = DbFile::in_session(dir.path(), FileKind::Outbound, Role::Container);
         let inbound_bytes = std::fs::read(&inbound).unwrap();
-        let b = migrate::migrate(&container, t0(), false).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let b = migrate::migrate(
+            &container,
+            t0(),
+            sessionbus_schema::migrate::IfMissing::Fail,
+        )
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(
             std::fs::read(&inbound).unwrap(),
             inbound_bytes,

@@ -19,7 +19,7 @@ fn odd_characters_in_the_folder_name_reach_the_right_file_read_only() {
     std::fs::create_dir(&session).unwrap();
 
     let host = DbFile::in_session(&session, FileKind::Inbound, Role::Host);
-    let out = migrate::migrate(&host, t0(), true).unwrap();
+    let out = migrate::migrate(&host, t0(), sessionbus_schema::migrate::IfMissing::Create).unwrap();
     assert!(out.created);
     assert!(session.join("inbound.db").is_file());
     assert_eq!(

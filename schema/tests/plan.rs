@@ -21,7 +21,12 @@ fn dry_run(path: &Path, kind: FileKind) -> Result<MigrationPlan, DbError> {
 
 /// The plan must be what `migrate` then does.
 fn plan_then_migrate(path: &Path, kind: FileKind, plan: &MigrationPlan) {
-    let out = migrate::migrate(&writer_file(path, kind), t0(), false).unwrap();
+    let out = migrate::migrate(
+        &writer_file(path, kind),
+        t0(),
+        sessionbus_schema::migrate::IfMissing::Fail,
+    )
+    .unwrap();
     assert_eq!(out.applied, plan.would_apply, "applied vs planned");
     assert_eq!(out.switched_from.is_some(), plan.would_switch_from_wal);
     assert_eq!(out.before, plan.state);

@@ -50,7 +50,12 @@ fn a_file_newer_than_the_code_is_refused_by_migrate_and_unchanged() {
         let dir = tempfile::tempdir().unwrap();
         let path = newer_file(dir.path(), kind);
         let before = snapshot(dir.path());
-        let err = migrate::migrate(&writer_file(&path, kind), t0(), false).unwrap_err();
+        let err = migrate::migrate(
+            &writer_file(&path, kind),
+            t0(),
+            sessionbus_schema::migrate::IfMissing::Fail,
+        )
+        .unwrap_err();
         assert_same_folder(&before, &snapshot(dir.path()), "migrate of a newer file");
         match &err {
             DbError::NewerThanCode {
@@ -128,7 +133,8 @@ fn the_other_file_of_the_pair_is_refused_as_wrong_file_and_unchanged() {
         for (what, dir, path) in cases {
             let before = snapshot(dir.path());
             let handed = DbFile::new(&path, expected, expected.writer());
-            let err = migrate::migrate(&handed, t0(), false).unwrap_err();
+            let err = migrate::migrate(&handed, t0(), sessionbus_schema::migrate::IfMissing::Fail)
+                .unwrap_err();
             assert_same_folder(&before, &snapshot(dir.path()), &what);
             match &err {
                 DbError::WrongFile {
@@ -242,7 +248,8 @@ fn a_file_missing_the_newest_migration_is_too_old() {
             }
         }
         // migrate brings it back.
-        let out = migrate::migrate(&writer, t0(), false).unwrap();
+        let out =
+            migrate::migrate(&writer, t0(), sessionbus_schema::migrate::IfMissing::Fail).unwrap();
         assert_eq!(out.applied, vec![newest]);
         reader_check(&reader_file(&path, kind), Access::Read).unwrap();
     }

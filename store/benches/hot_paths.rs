@@ -127,7 +127,7 @@ fn row_mapping(c: &mut Criterion) {
                 }
                 s
             },
-            |s| black_box(s.container().poll(true, 10).unwrap()),
+            |s| black_box(s.container().poll_after_start(10).unwrap()),
             BatchSize::PerIteration,
         )
     });

@@ -105,7 +105,11 @@ impl ContainerSession {
         // container needs): a folder this container cannot serve is left exactly as it was,
         // its own file included.
         self.inbound.max_seq()?;
-        migrate::migrate(self.outbound.file(), self.clock().now(), true)?;
+        migrate::migrate(
+            self.outbound.file(),
+            self.clock().now(),
+            sessionbus_schema::migrate::IfMissing::Create,
+        )?;
         let n = self.outbound.clear_stale_claims()?;
         self.outbound.reset_container_state()?;
         Ok(n)
@@ -113,7 +117,7 @@ impl ContainerSession {
 
     /// Polls for the next batch: pending, due, un-acked rows, `system` rows excluded (they are
     /// answers to the agent's own questions), `on_wake` rows only on the first poll after
-    /// start; the newest `limit` by seq, returned oldest first. Reads only pending rows.
+    /// start ([`ContainerSession::poll_after_start`]); the newest `limit` by seq, returned oldest first. Reads only pending rows.
     ///
     /// Two rules keep one message from holding up or taking down others:
     ///
@@ -126,7 +130,17 @@ impl ContainerSession {
     ///   (`trigger` false) but an older row would wake the agent, the batch is the newest
     ///   `limit` rows that end at that row, instead of a batch that wakes nothing and leaves
     ///   the older message unanswered until a newer one arrives.
-    pub fn poll(&self, first_poll: bool, limit: usize) -> Result<Batch> {
+    pub fn poll(&self, limit: usize) -> Result<Batch> {
+        self.poll_batch(false, limit)
+    }
+
+    /// The first poll after [`ContainerSession::start`]: as [`ContainerSession::poll`], and
+    /// `on_wake` rows are included (the host writes them for a container's first look only).
+    pub fn poll_after_start(&self, limit: usize) -> Result<Batch> {
+        self.poll_batch(true, limit)
+    }
+
+    fn poll_batch(&self, first_poll: bool, limit: usize) -> Result<Batch> {
         if limit == 0 {
             return Err(StoreError::InvalidArgument {
                 at: self.inbound.file().at("poll"),

@@ -133,7 +133,7 @@ pub fn convert_to_split(
     let inbound = migrate::migrate(
         &DbFile::new(&paths.inbound, FileKind::Inbound, Role::Host),
         clock.now(),
-        false,
+        migrate::IfMissing::Fail,
     )?;
     moved.sort();
     Ok(Some(Converted {

@@ -212,7 +212,11 @@ pub(crate) fn open_write(file: &DbFile, op: &'static str) -> Result<SqliteConnec
         {
             drop(conn);
             // The adoption backfills no time the host decides on: the system clock will do.
-            migrate::migrate(file, SystemClock.now(), false)?;
+            migrate::migrate(
+                file,
+                SystemClock.now(),
+                sessionbus_schema::migrate::IfMissing::Fail,
+            )?;
             let mut conn = file.open_writer(op)?;
             check_schema(&mut conn, file, Access::Write, op)?;
             Ok(conn)

@@ -36,7 +36,7 @@
 //!
 //! let container = ContainerSession::open(&paths.dir).unwrap();
 //! container.start().unwrap();
-//! let batch = container.poll(true, 10).unwrap();
+//! let batch = container.poll_after_start(10).unwrap();
 //! let msg = &batch.messages[0];
 //! container.outbound().ack(&batch.ids(), &AckStatus::Processing).unwrap();
 //! // The reply and the completed ack commit together.

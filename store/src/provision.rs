@@ -81,7 +81,7 @@ pub fn provision(
     let inbound = migrate::migrate(
         &DbFile::new(&paths.inbound, FileKind::Inbound, Role::Host),
         now,
-        true,
+        migrate::IfMissing::Create,
     )?;
     if inbound.created {
         // A new inbound.db starts a new change counter: an earlier file's stamps would say
@@ -135,7 +135,7 @@ fn create_area(
     let out = migrate::migrate(
         &DbFile::new(&paths.outbound, FileKind::Outbound, Role::Container),
         now,
-        true,
+        migrate::IfMissing::Create,
     )?;
     set_mode(&paths.outbound, 0o644).map_err(io_err(&paths.outbound))?;
     std::fs::create_dir(&paths.outbox).map_err(io_err(&paths.outbox))?;

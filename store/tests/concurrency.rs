@@ -457,7 +457,12 @@ fn container_side(dir: &Path) {
             "container: gave up at {}",
             answered.len()
         );
-        let batch = container.poll(first, 10).unwrap();
+        let batch = if first {
+            container.poll_after_start(10)
+        } else {
+            container.poll(10)
+        }
+        .unwrap();
         first = false;
         if batch.is_empty() {
             std::thread::sleep(Duration::from_millis(1));

@@ -54,15 +54,12 @@ fn poll_returns_newest_n_oldest_first_skipping_acked_system_and_future() {
     c.outbound()
         .ack(&["m4".into()], &AckStatus::Processing)
         .unwrap();
-    let b = c.poll(true, 2).unwrap();
+    let b = c.poll_after_start(2).unwrap();
     assert_eq!(b.ids(), vec!["m2", "m3"]);
-    let b = c.poll(true, 10).unwrap();
+    let b = c.poll_after_start(10).unwrap();
     assert_eq!(b.ids(), vec!["m1", "m2", "m3"]);
     s.clock.advance_secs(31);
-    assert_eq!(
-        c.poll(false, 10).unwrap().ids(),
-        vec!["m1", "m2", "m3", "future"]
-    );
+    assert_eq!(c.poll(10).unwrap().ids(), vec!["m1", "m2", "m3", "future"]);
 }
 
 #[test]
@@ -76,9 +73,9 @@ fn on_wake_rows_only_on_the_first_poll_and_context_does_not_wake() {
         ])
         .unwrap();
     let c = s.container();
-    let first = c.poll(true, 10).unwrap();
+    let first = c.poll_after_start(10).unwrap();
     assert_eq!(first.ids(), vec!["wake", "ctx"]);
-    let later = c.poll(false, 10).unwrap();
+    let later = c.poll(10).unwrap();
     assert_eq!(later.ids(), vec!["ctx"]);
     assert!(
         !later.wakes(),
@@ -91,7 +88,7 @@ fn on_wake_rows_only_on_the_first_poll_and_context_does_not_wake() {
 fn poll_limit_of_zero_is_a_clear_error() {
     let s = TempSession::new();
     assert!(matches!(
-        s.container().poll(true, 0),
+        s.container().poll_after_start(0),
         Err(StoreError::InvalidArgument { .. })
     ));
 }
@@ -104,7 +101,7 @@ fn replies_get_odd_seqs_above_both_files_and_commit_with_their_ack() {
         .write_messages(&[message("a", "x").build(), message("b", "x").build()])
         .unwrap();
     let c = s.container();
-    let batch = c.poll(true, 10).unwrap();
+    let batch = c.poll_after_start(10).unwrap();
     let seqs = c
         .outbound()
         .commit(
@@ -149,7 +146,7 @@ fn invalid_reply_content_writes_neither_reply_nor_ack() {
         .unwrap_err();
     assert!(matches!(err, StoreError::InvalidContent { .. }), "{err}");
     assert!(c.outbound().acks(&["a".into()]).unwrap().is_empty());
-    assert_eq!(c.poll(true, 10).unwrap().ids(), vec!["a"]);
+    assert_eq!(c.poll_after_start(10).unwrap().ids(), vec!["a"]);
 }
 
 #[test]
@@ -326,7 +323,10 @@ fn unknown_kinds_and_statuses_from_a_newer_peer_read_fine() {
         h.inbound().message("n2").unwrap().unwrap().status,
         MessageStatus::Other("quarantined".into())
     );
-    assert_eq!(s.container().poll(true, 10).unwrap().ids(), vec!["n1"]);
+    assert_eq!(
+        s.container().poll_after_start(10).unwrap().ids(),
+        vec!["n1"]
+    );
 }
 
 #[test]
@@ -342,7 +342,7 @@ fn a_peer_writing_a_null_key_is_refused_by_the_file() {
         assert!(err.to_string().contains("must not be NULL"), "{err}");
     }
     // Polls keep working.
-    assert!(s.container().poll(true, 10).unwrap().is_empty());
+    assert!(s.container().poll_after_start(10).unwrap().is_empty());
 }
 
 /// The host schedules a retry with milliseconds (`process_after` like `12:00:00.500`); the
@@ -370,10 +370,10 @@ fn a_retry_due_in_500_ms_is_polled_at_millisecond_precision() {
     assert_eq!(stored.as_ref().and_then(TimeText::instant), Some(due));
     let c = s.container();
     s.clock.advance_ms(400);
-    assert!(c.poll(false, 10).unwrap().is_empty(), "taken 100 ms early");
+    assert!(c.poll(10).unwrap().is_empty(), "taken 100 ms early");
     assert!(!TimeText(due.to_sqlite_millis()).is_due(s.clock.now()));
     s.clock.advance_ms(200);
-    assert_eq!(c.poll(false, 10).unwrap().ids(), vec!["r"]);
+    assert_eq!(c.poll(10).unwrap().ids(), vec!["r"]);
     assert!(TimeText(due.to_sqlite_millis()).is_due(s.clock.now()));
     // Exactly at the instant counts as due.
     assert!(TimeText(due.to_sqlite_millis()).is_due(due));
@@ -488,17 +488,17 @@ fn a_retried_message_is_polled_alone() {
         .apply_retries(&[retry("a"), retry("poison")])
         .unwrap();
     let c = s.container();
-    let batch = c.poll(false, 10).unwrap();
+    let batch = c.poll(10).unwrap();
     assert_eq!(batch.ids(), ["a"], "the oldest retry alone");
     c.outbound()
         .ack(&batch.ids(), &AckStatus::Completed)
         .unwrap();
-    assert_eq!(c.poll(false, 10).unwrap().ids(), ["poison"]);
+    assert_eq!(c.poll(10).unwrap().ids(), ["poison"]);
     c.outbound()
         .ack(&["poison".into()], &AckStatus::Failed)
         .unwrap();
     assert_eq!(
-        c.poll(false, 10).unwrap().ids(),
+        c.poll(10).unwrap().ids(),
         ["b", "c"],
         "no retry left: a normal batch"
     );
@@ -519,7 +519,7 @@ fn context_rows_newer_than_a_message_do_not_strand_it() {
             .unwrap();
     }
     let c = s.container();
-    let batch = c.poll(false, 2).unwrap();
+    let batch = c.poll(2).unwrap();
     assert!(batch.wakes(), "{:?}", batch.ids());
     assert_eq!(
         batch.ids(),
@@ -527,13 +527,10 @@ fn context_rows_newer_than_a_message_do_not_strand_it() {
         "the newest two ending at the question"
     );
     // With room for all, the newest rows as before.
-    assert_eq!(
-        c.poll(false, 10).unwrap().ids(),
-        ["ask", "ctx0", "ctx1", "ctx2"]
-    );
+    assert_eq!(c.poll(10).unwrap().ids(), ["ask", "ctx0", "ctx1", "ctx2"]);
     // Only context rows pending: a batch that wakes nothing, as before.
     c.outbound()
         .ack(&["ask".into()], &AckStatus::Completed)
         .unwrap();
-    assert!(!c.poll(false, 10).unwrap().wakes());
+    assert!(!c.poll(10).unwrap().wakes());
 }

@@ -77,7 +77,7 @@ fn a_single_layout_folder_becomes_split_with_every_row_and_file_kept() {
     let c = ContainerSession::open(&dir).unwrap();
     c.start().unwrap();
     assert!(c
-        .poll(true, 10)
+        .poll_after_start(10)
         .unwrap()
         .messages
         .iter()

@@ -253,7 +253,7 @@ fn a_wal_inbound_db_fails_container_reads_until_a_host_write_converts_it_back() 
     make_wal(&s.paths.inbound);
 
     for (what, r) in [
-        ("poll", container.poll(true, 10).map(|_| ())),
+        ("poll", container.poll_after_start(10).map(|_| ())),
         ("routing", container.inbound().routing().map(|_| ())),
         ("find_answer", container.find_answer("q1").map(|_| ())),
         (
@@ -286,7 +286,7 @@ fn a_wal_inbound_db_fails_container_reads_until_a_host_write_converts_it_back() 
         .unwrap();
     assert_eq!(header_versions(&s.paths.inbound), (1, 1));
     assert_eq!(journal_mode(&s.paths.inbound), "delete");
-    let batch = container.poll(true, 10).unwrap();
+    let batch = container.poll_after_start(10).unwrap();
     let ids: Vec<&str> = batch.messages.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["m1", "m2"]);
     assert_no_sidecars(s.dir(), "after the host's conversion");
@@ -342,7 +342,7 @@ fn container_and_host_reads_create_nothing_next_to_the_files() {
     let before = listing(s.dir());
 
     // Everything a poll loop does on the other side's file, through read-only handles.
-    let batch = container.poll(true, 10).unwrap();
+    let batch = container.poll_after_start(10).unwrap();
     assert_eq!(batch.messages.len(), 1);
     assert!(container.find_answer("q1").unwrap().is_some());
     assert!(container
@@ -476,7 +476,7 @@ fn ro_folder_container_child() {
         Arc::new(SystemClock),
     );
     container.start().unwrap();
-    let batch = container.poll(true, 10).unwrap();
+    let batch = container.poll_after_start(10).unwrap();
     assert_eq!(batch.messages.len(), 1);
     let m = batch.messages[0].clone();
     println!("CHILD polled {}", m.id);
@@ -581,7 +581,7 @@ fn every_write_connection_sets_delete_mode_and_full_sync_before_it_writes() {
             })
             .unwrap();
         container.start().unwrap();
-        let batch = container.poll(true, 10).unwrap();
+        let batch = container.poll_after_start(10).unwrap();
         container
             .outbound()
             .ack(&batch.ids(), &AckStatus::Processing)
@@ -684,15 +684,15 @@ fn readers_see_new_rows_on_the_very_next_call() {
     let inbound = container.inbound().clone();
     let outbound = host.outbound().clone();
 
-    assert!(container.poll(true, 10).unwrap().is_empty());
+    assert!(container.poll_after_start(10).unwrap().is_empty());
     host.inbound()
         .write_message(&message("m1", "one").build())
         .unwrap();
-    assert_eq!(container.poll(false, 10).unwrap().messages.len(), 1);
+    assert_eq!(container.poll(10).unwrap().messages.len(), 1);
     host.inbound()
         .write_message(&message("m2", "two").build())
         .unwrap();
-    assert_eq!(container.poll(false, 10).unwrap().messages.len(), 2);
+    assert_eq!(container.poll(10).unwrap().messages.len(), 2);
 
     // Destinations rewritten mid-session take effect on the next lookup.
     let dest = |name: &str| Destination {
@@ -1008,7 +1008,7 @@ fn a_host_killed_mid_transaction_leaves_inbound_hot_until_the_next_host_write() 
 
     for _ in 0..2 {
         let e = container
-            .poll(true, 10)
+            .poll_after_start(10)
             .expect_err("poll over a hot journal");
         match db_err(&e) {
             DbError::HotJournal { journal: j, .. } => assert_eq!(j, &journal),
@@ -1026,7 +1026,7 @@ fn a_host_killed_mid_transaction_leaves_inbound_hot_until_the_next_host_write() 
     // Any host write recovers it.
     host.inbound().set_routing(&Routing::default()).unwrap();
     assert!(!journal.exists());
-    let batch = container.poll(true, 10).unwrap();
+    let batch = container.poll_after_start(10).unwrap();
     let ids: Vec<&str> = batch.messages.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["m1"], "only the committed row is there");
     assert_eq!(host.inbound().count_due().unwrap(), 1);

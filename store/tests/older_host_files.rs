@@ -45,7 +45,7 @@ fn every_generation_is_served_as_it_is() {
         let inbound_before = std::fs::read(&paths.inbound).unwrap();
         let c = ContainerSession::with_paths(paths.clone(), Arc::new(SystemClock)).unwrap();
         c.start().unwrap_or_else(|e| panic!("G{g}: {e}"));
-        let batch = c.poll(true, 10).unwrap();
+        let batch = c.poll_after_start(10).unwrap();
         assert_eq!(batch.ids(), ["old-1"], "G{g}");
         let m = &batch.messages[0];
         assert!(m.trigger && !m.on_wake, "G{g}: defaults");

@@ -331,7 +331,12 @@ fn add_history(s: &TempSession, from: usize, n: usize) {
         let mut left = end - chunk_start;
         let mut first = true;
         while left > 0 {
-            let batch = container.poll(first, 50).unwrap();
+            let batch = if first {
+                container.poll_after_start(50)
+            } else {
+                container.poll(50)
+            }
+            .unwrap();
             first = false;
             assert!(!batch.is_empty(), "history: nothing to poll");
             let ids = batch.ids();
@@ -443,11 +448,11 @@ fn run_polls(s: &TempSession) -> Vec<Measured> {
     let old_reply = host.outbound().messages_after(None, 1).unwrap().rows[0].seq();
     let mut out = Vec::new();
     out.push(measure("container poll (first)", || {
-        let b = container.poll(true, 10).unwrap();
+        let b = container.poll_after_start(10).unwrap();
         assert_eq!(b.messages.len(), 2, "new-1 and new-2");
     }));
     out.push(measure("container poll", || {
-        let b = container.poll(false, 10).unwrap();
+        let b = container.poll(10).unwrap();
         assert_eq!(b.messages.len(), 2);
     }));
     out.push(measure("container find_answer", || {

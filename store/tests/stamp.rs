@@ -31,7 +31,7 @@ fn every_host_commit_leaves_one_stamp_with_the_files_change_counter() {
     let before = counter(&s);
     let c = s.container();
     c.start().unwrap();
-    let batch = c.poll(true, 10).unwrap();
+    let batch = c.poll_after_start(10).unwrap();
     c.outbound()
         .commit(
             &batch.ids(),
@@ -50,7 +50,7 @@ fn container_reads_and_writes_do_not_stamp() {
     let s = TempSession::new();
     let c = s.container();
     c.start().unwrap();
-    c.poll(true, 10).unwrap();
+    c.poll_after_start(10).unwrap();
     c.outbound().state_set("k", "v").unwrap();
     assert!(
         !stamp::stamp_dir(s.dir()).exists(),

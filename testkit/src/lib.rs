@@ -30,7 +30,7 @@
 //!
 //! let s = TempSession::new();
 //! s.host().inbound().write_message(&message("m1", "hello").build()).unwrap();
-//! let batch = s.container().poll(true, 10).unwrap();
+//! let batch = s.container().poll_after_start(10).unwrap();
 //! assert_eq!(batch.messages[0].id, "m1");
 //! s.clock.advance_secs(60); // time moves only when told
 //! ```

@@ -138,7 +138,12 @@ impl MemSession {
                 .map_err(|e| e.to_string())?;
             keep.push(conn);
             let file = DbFile::memdb(&name, kind, kind.writer());
-            migrate::migrate(&file, clock.now(), true).map_err(|e| e.to_string())?;
+            migrate::migrate(
+                &file,
+                clock.now(),
+                sessionbus_schema::migrate::IfMissing::Create,
+            )
+            .map_err(|e| e.to_string())?;
             files.push(file);
         }
         let outbound = files.pop().ok_or("no outbound")?;

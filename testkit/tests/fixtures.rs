@@ -5,7 +5,7 @@ fn round_trip(host: sessionbus_store::HostSession, container: sessionbus_store::
     host.inbound()
         .write_message(&message("m1", "hello").build())
         .unwrap();
-    let batch = container.poll(true, 10).unwrap();
+    let batch = container.poll_after_start(10).unwrap();
     assert_eq!(batch.ids(), vec!["m1".to_string()]);
     let seqs = container
         .outbound()
@@ -25,7 +25,7 @@ fn round_trip(host: sessionbus_store::HostSession, container: sessionbus_store::
     assert_eq!(due[0].message.id, "r1");
     let report = host.sync_acks(&|_| None).unwrap();
     assert_eq!(report.completed, vec!["m1".to_string()]);
-    assert!(container.poll(false, 10).unwrap().is_empty());
+    assert!(container.poll(10).unwrap().is_empty());
 }
 
 #[test]
@@ -42,7 +42,7 @@ fn mem_sessions_are_isolated() {
         .inbound()
         .write_message(&message("m1", "x").build())
         .unwrap();
-    assert!(b.container().poll(true, 10).unwrap().is_empty());
+    assert!(b.container().poll_after_start(10).unwrap().is_empty());
 }
 
 #[test]

@@ -47,7 +47,7 @@ pub fn raw_exec(path: &Path, sql: &str) {
 /// A freshly migrated (current) file of `kind` at `path`.
 pub fn migrated(path: &Path, kind: FileKind) -> DbFile {
     let f = writer_file(path, kind);
-    let out = migrate::migrate(&f, t0(), true)
+    let out = migrate::migrate(&f, t0(), sessionbus_schema::migrate::IfMissing::Create)
         .unwrap_or_else(|e| panic!("migrate new {}: {e}", path.display()));
     assert!(out.created, "{}: expected a new file", path.display());
     f

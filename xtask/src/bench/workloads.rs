@@ -64,7 +64,7 @@ pub fn round_trip_library(sessions: &Sessions, total: usize, batch: usize) -> Be
             })
             .collect();
         host.inbound().write_messages(&msgs).map_err(err)?;
-        let polled = container.poll(false, batch).map_err(err)?;
+        let polled = container.poll(batch).map_err(err)?;
         expect("polled", polled.messages.len(), batch)?;
         let ids = polled.ids();
         container
@@ -189,7 +189,7 @@ pub fn idle_library(paths: &SessionPaths, poll: IdlePoll, ops: usize) -> BenchRe
     for _ in 0..ops {
         match poll {
             IdlePoll::Pending => {
-                let b = container.poll(false, 10).map_err(err)?;
+                let b = container.poll(10).map_err(err)?;
                 expect("idle poll", b.messages.len(), 0)?;
             }
             IdlePoll::DueOutbound => {

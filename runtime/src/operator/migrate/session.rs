@@ -237,7 +237,11 @@ fn migrate_inbound(paths: &SessionPaths, ctx: &Ctx<'_>) -> FileResult {
         }
     } else {
         let now = Timestamp::from_unix_millis(ctx.now_ms).unwrap_or_else(|| ctx.clock.now());
-        match sessionbus_schema::migrate::migrate(&file, now, false) {
+        match sessionbus_schema::migrate::migrate(
+            &file,
+            now,
+            sessionbus_schema::migrate::IfMissing::Fail,
+        ) {
             Ok(outcome) if !outcome.changed() => FileResult::Current,
             Ok(outcome) => FileResult::Migrated(Change::done(&outcome)),
             Err(e) => FileResult::failed(&e),
