@@ -12,7 +12,7 @@
 # - better-sqlite3 is built from source (node-gyp against Node's installed headers, no
 #   download: the machine reaches only the package registries); that takes a few minutes on
 #   2 cores.
-# - xtask/tests/older_peer.rs checks for the marker and fails, naming this script, without it.
+# - xtask/tests/it/older_peer.rs checks for the marker and fails, naming this script, without it.
 #
 # Exit status: 0 when the peer is installed and both runtimes answer, non-zero otherwise.
 set -euo pipefail

@@ -1,6 +1,6 @@
 //! `cargo xtask inspect` is the operator's `sessionbus inspect` (the runtime's operator
 //! library). Its behaviour is tested in depth through the `sessionbus` binary
-//! (runtime/tests/cli_inspect.rs); this checks that the xtask entry point reaches that code.
+//! (runtime/tests/it/cli_inspect.rs); this checks that the xtask entry point reaches that code.
 
 use serde_json::Value;
 use sessionbus_schema::SystemClock;

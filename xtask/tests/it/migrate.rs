@@ -1,6 +1,6 @@
 //! `cargo xtask migrate` is the operator's `sessionbus migrate` (the runtime's operator
 //! library): the same arguments, report and exit codes. The command's behaviour is tested in
-//! depth through the `sessionbus` binary (runtime/tests/cli_migrate.rs); this checks that the
+//! depth through the `sessionbus` binary (runtime/tests/it/cli_migrate.rs); this checks that the
 //! xtask entry point reaches that code.
 
 use serde_json::Value;
