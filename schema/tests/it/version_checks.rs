@@ -3,9 +3,7 @@
 //! change nothing) and by the read-only `check_schema` the other side runs (which must write
 //! nothing, even next to the file).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use diesel::RunQueryDsl;
 use sessionbus_schema::migrate::{self, Access};
 use sessionbus_schema::{DbError, DbFile, FileKind};

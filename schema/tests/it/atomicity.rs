@@ -2,9 +2,7 @@
 //! left next to it: adoption, the harness and the shape check run in one IMMEDIATE
 //! transaction.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sessionbus_schema::migrate;
 use sessionbus_schema::{DbError, FileKind};
 use sessionbus_testkit::legacy::{self, SessionStateShape, Style};

@@ -2,9 +2,7 @@
 //! system library (cargo's per-package feature unification can silently swap them, see
 //! docs/sqlite-notes.md), and diesel's connections run on it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use diesel::sql_types::Text;
 use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 use sessionbus_schema::conn::sqlite_version;

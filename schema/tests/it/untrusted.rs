@@ -3,9 +3,7 @@
 //! container's folder, and each ends in a typed error (or a correct read), quickly, with
 //! nothing outside the container's folder changed.
 
-mod common;
-
-use common::{migrated, raw_exec};
+use crate::common::{migrated, raw_exec};
 use diesel::sql_types::BigInt;
 use diesel::{QueryableByName, RunQueryDsl};
 use sessionbus_schema::{DbError, DbFile, FileKind, Role};

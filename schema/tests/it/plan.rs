@@ -1,9 +1,7 @@
 //! `migrate::plan`, the dry run: it reports what `migrate` would do and writes nothing, not
 //! even a journal, `-wal` or `-shm`, on any kind of file.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use diesel::connection::SimpleConnection;
 use sessionbus_schema::migrate::{self, FileState, Generation, MigrationPlan};
 use sessionbus_schema::{DbError, FileKind};

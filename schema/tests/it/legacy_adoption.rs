@@ -3,9 +3,7 @@
 //! `migrate` in the current shape with every row and value kept, upstream's backfills applied
 //! and the migrations recorded; a second run changes nothing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use diesel::SqliteConnection;
 use sessionbus_schema::migrate::{self, FileState};
 use sessionbus_schema::{DbFile, FileKind, Role, Timestamp};

@@ -2,9 +2,7 @@
 //! still open the right file, read-only. Unencoded, `file:/x/a#b/inbound.db?mode=ro` opens
 //! `/x/a` read-write (docs/sqlite-notes.md).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use diesel::RunQueryDsl;
 use sessionbus_schema::migrate::{self, Access};
 use sessionbus_schema::{DbError, DbFile, FileKind, Role};

@@ -2,9 +2,7 @@
 //! migrations produce: same tables, same columns, same types and nullability. A drift here
 //! is a query that compiles and then fails (or silently reads NULL into a non-null field).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::sqlite::Sqlite;
 use diesel::{Column, QueryDsl, Table};
