@@ -18,6 +18,10 @@ pub enum RuntimeError {
     /// The heartbeat file could not be touched or read.
     #[error(transparent)]
     Heartbeat(#[from] HeartbeatError),
+    /// The caller's own code failed (a container handler's error, of any type): built with
+    /// [`RuntimeError::handler`], the error kept as the source.
+    #[error("{0}")]
+    Handler(#[source] crate::control::CallerError),
     /// A step for one session panicked; the pass went on with the other sessions.
     #[error("session {session}: the step panicked: {detail}")]
     Panicked {
@@ -136,6 +140,12 @@ impl RuntimeError {
         matches!(self, RuntimeError::Store(e) if e.is_retryable())
     }
 
+    /// The caller's own error (a container handler's, say) as a runtime error, kept as the
+    /// source so that it can be downcast again: `.map_err(RuntimeError::handler)?`.
+    pub fn handler(e: impl Into<crate::control::CallerError>) -> Self {
+        RuntimeError::Handler(e.into())
+    }
+
     /// True for the handler's failures ([`RuntimeError::HandlerPanicked`],
     /// [`RuntimeError::HandlerFailed`], [`RuntimeError::HandlerTimedOut`]).
     pub fn is_handler_failure(&self) -> bool {
@@ -151,6 +161,19 @@ impl RuntimeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the model refused")]
+    struct ModelRefused;
+
+    #[test]
+    fn a_handlers_own_error_is_kept_as_the_source() {
+        let e = RuntimeError::handler(ModelRefused);
+        assert_eq!(e.to_string(), "the model refused");
+        let source = std::error::Error::source(&e).unwrap();
+        assert!(source.downcast_ref::<ModelRefused>().is_some());
+        assert!(!e.is_retryable());
+    }
 
     #[test]
     fn handler_errors_name_the_session_and_a_bounded_list_of_ids() {
