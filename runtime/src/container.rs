@@ -72,7 +72,8 @@ use crate::config::{ConfigError, ContainerConfig, CONTAINER_JSON_PATH, MAX_HANDL
 use crate::error::RuntimeError;
 use crate::freshness::{FreshnessWatch, DEFAULT_FROZEN_VIEW_AFTER};
 use crate::heartbeat;
-use sessionbus_schema::{Clock, SystemClock, Timestamp};
+use crate::wake::{FolderWatch, Preference, Wake, WakeMode};
+use sessionbus_schema::{Clock, Role, SystemClock, Timestamp};
 use sessionbus_store::validate::derived_id;
 use sessionbus_store::{
     AckStatus, Batch, ContainerSession, MessageIn, MessageKind, NewOutbound, OutboundWriter,
@@ -421,6 +422,8 @@ pub struct Container {
     stale_claims_cleared: usize,
     freshness: FreshnessWatch,
     batch_in_progress: bool,
+    /// Wakes the idle wait when the host commits to inbound.db (see [`crate::wake`]).
+    wake: FolderWatch,
 }
 
 impl Container {
@@ -444,7 +447,10 @@ impl Container {
         session.inbound().max_seq()?;
         let paths = session.paths().clone();
         heartbeat::touch_at(&paths.heartbeat, opts.clock.now())?;
+        let wake = FolderWatch::new(Role::Container, &paths.inbound, Preference::from_env());
+        tracing::info!("{}: waking on {}", paths.inbound.display(), wake.mode());
         Ok(Container {
+            wake,
             session,
             config,
             freshness: FreshnessWatch::new(paths.clone(), Some(DEFAULT_FROZEN_VIEW_AFTER)),
@@ -454,6 +460,17 @@ impl Container {
             stale_claims_cleared: stale,
             batch_in_progress: false,
         })
+    }
+
+    /// How the idle wait learns of the host's commits: inotify, or polling and why.
+    pub fn wake_mode(&self) -> &WakeMode {
+        self.wake.mode()
+    }
+
+    /// Chooses again how the idle wait learns of the host's commits
+    /// ([`Preference::Poll`]: sleep the whole poll interval, as without notification).
+    pub fn set_wake_preference(&mut self, preference: Preference) {
+        self.wake = FolderWatch::new(Role::Container, &self.paths.inbound, preference);
     }
 
     /// The configuration in use.
@@ -630,12 +647,16 @@ impl Container {
         on_inbound && self.freshness.behind_now().is_some()
     }
 
-    /// Sleeps up to `d`, waking early on `stop` and touching the heartbeat every interval.
-    fn sleep(&self, d: Duration, stop: &AtomicBool) -> Result<(), RuntimeError> {
+    /// Waits up to `d`, ending early when the host commits to inbound.db (see
+    /// [`crate::wake`]) or on `stop`, and touching the heartbeat every interval.
+    fn sleep(&mut self, d: Duration, stop: &AtomicBool) -> Result<(), RuntimeError> {
         let end = Instant::now() + d;
         let mut last_touch = Instant::now();
         while Instant::now() < end && !stop.load(Ordering::SeqCst) {
-            std::thread::sleep((end - Instant::now()).min(Duration::from_millis(50)));
+            let slice = (end - Instant::now()).min(Duration::from_millis(50));
+            if self.wake.wait(slice) == Wake::Changed {
+                break;
+            }
             if last_touch.elapsed() >= self.heartbeat_interval {
                 self.touch_heartbeat()?;
                 last_touch = Instant::now();

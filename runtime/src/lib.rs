@@ -19,6 +19,8 @@
 //!   runs, `/clear`, replies committed with their acks);
 //! - [`host`]: the host's sweep (stuck decision, kill, retries, orphan claims, wake), delivery
 //!   and the command gate in front of inbound.db, with per-session error isolation;
+//! - [`wake`]: waiting for the other side's commits by change notification (inotify) where
+//!   the filesystem delivers it, polling where it does not, chosen per folder and reported;
 //! - `operator` (feature `cli`): the operator's `sessionbus migrate | inspect | status`, the
 //!   library behind the `sessionbus` binary.
 //!
@@ -39,3 +41,4 @@ pub mod mount_security;
 #[cfg(feature = "cli")]
 pub mod operator;
 pub mod skills;
+pub mod wake;
