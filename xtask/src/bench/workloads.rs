@@ -368,7 +368,11 @@ pub fn sweep_library(paths: &[SessionPaths], running: bool, sweeps: usize) -> Be
         running,
         actions: 0,
     };
-    let opts = SweepOptions::default().with_wake(!running);
+    // The histories are stamped by a fixed clock months ago: without this the idle rule would
+    // stop every "running" container, which is not the steady state measured here.
+    let opts = SweepOptions::default()
+        .with_wake(!running)
+        .with_idle_after(None);
     let start = Instant::now();
     for _ in 0..sweeps {
         let outcomes = for_each_session(&hosts, |h| sweep_session(h, &mut control, &no_next, opts));
@@ -395,7 +399,7 @@ pub fn sweeper_library(paths: &[SessionPaths], sweeps: usize) -> BenchResult<f64
         running: true,
         actions: 0,
     };
-    let mut sweeper = Sweeper::new(SweepOptions::default());
+    let mut sweeper = Sweeper::new(SweepOptions::default().with_idle_after(None));
     for _ in 0..2 {
         for h in &hosts {
             sweeper.sweep(h, &mut control, &no_next).map_err(err)?;
