@@ -910,7 +910,11 @@ pub fn run(args: &BenchArgs) -> BenchResult<Report> {
         &plan,
         extended::ExtPlan::new(args),
         args.peer,
-        &disk_sessions,
+        (&disk_sessions, disk_kind),
+        match (&mem_sessions, &mem) {
+            (Some(ms), Some(m)) => Some((ms, storage_name(m.path()))),
+            _ => None,
+        },
         &history_paths,
     )?;
 

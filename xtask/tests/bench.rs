@@ -193,8 +193,10 @@ fn quick_json_report_has_every_workload_with_finite_ratios_and_draws_the_chart()
     let targets = report["targets"].as_array().expect("targets");
     // A ratio per workload, a growth per idle poll, one per sweep (running, stopped, steady
     // state), one for memory; then latency p50, p99 and the busiest run's worst session, the
-    // scale's steady and cold passes and their two ratios, the hostile time and memory.
-    assert_eq!(targets.len(), workloads.len() + 3 + 3 + 1 + 3 + 4 + 2);
+    // idle CPU of the two modes, the scale's steady and cold passes and their two ratios, the hostile time and memory.
+    assert_eq!(targets.len(), workloads.len() + 3 + 3 + 1 + 3 + 1 + 4 + 2);
+    let cpu = ext["idle_cpu"].as_array().expect("idle CPU runs");
+    assert_eq!(cpu.len(), 2);
     assert!(targets.iter().all(|t| t["met"].is_boolean()));
 
     let chart = std::fs::read_to_string(&svg).expect("the chart was written");

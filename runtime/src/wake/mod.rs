@@ -35,7 +35,7 @@
 //! - [`WatchSet`] (the host): one inotify descriptor with one folder watch per session, built
 //!   for containers that may be hostile: every read is bounded, events are coalesced into one
 //!   mark per session, a session is reported at most once per
-//!   [`WatchSetOptions::min_interval`], and a session whose folder raises more than
+//!   [`WatchSetOptions::min_interval`] (after a short [`WatchSetOptions::burst`]), and a session whose folder raises more than
 //!   [`WatchSetOptions::flood_events`] events in a window loses its watch for
 //!   [`WatchSetOptions::flood_cooldown`] ([`PollReason::Flooded`]): its flood then costs the
 //!   host nothing at all, and the session is served by the periodic full pass like a polled one.

@@ -20,9 +20,14 @@ pub struct WatchSetOptions {
     /// sessions in [`WakeMode::Polling`], rules that fire with time, missed events). Default
     /// 1 s, the older host's sweep interval.
     pub full_pass_every: Duration,
-    /// A session is reported at most once per this interval, however many events its folder
-    /// raises (default 10 ms).
+    /// A session is reported at most once per this interval on average, however many events
+    /// its folder raises (default 10 ms); see [`WatchSetOptions::burst`].
     pub min_interval: Duration,
+    /// Reports a quiet session may get back to back before the minimum interval applies
+    /// (default 3: a message's claim, its reply and its completion each commit, and the
+    /// reply must not wait behind the claim). The allowance refills at one per
+    /// [`WatchSetOptions::min_interval`], so a flood is held to that rate.
+    pub burst: u32,
     /// More events than this from one folder within [`WatchSetOptions::flood_window`] drop its
     /// watch (default 2,000: a busy session commits a few times per message).
     pub flood_events: u32,
@@ -40,6 +45,7 @@ impl Default for WatchSetOptions {
         WatchSetOptions {
             full_pass_every: Duration::from_secs(1),
             min_interval: Duration::from_millis(10),
+            burst: 3,
             flood_events: 2_000,
             flood_window: Duration::from_secs(1),
             flood_cooldown: Duration::from_secs(30),
@@ -58,6 +64,12 @@ impl WatchSetOptions {
     /// The same options with this per-session minimum interval.
     pub fn with_min_interval(mut self, d: Duration) -> Self {
         self.min_interval = d;
+        self
+    }
+
+    /// The same options with this burst allowance (at least 1).
+    pub fn with_burst(mut self, burst: u32) -> Self {
+        self.burst = burst.max(1);
         self
     }
 
@@ -80,7 +92,7 @@ impl WatchSetOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ready<K> {
     /// These sessions' files may have changed: serve them (each reported at most once per
-    /// [`WatchSetOptions::min_interval`]).
+    /// [`WatchSetOptions::min_interval`] on average).
     Changed(Vec<K>),
     /// A pass over every session is due: [`WatchSetOptions::full_pass_every`] has passed, or
     /// the kernel's queue overflowed and events were lost.
@@ -96,7 +108,9 @@ struct Entry {
     mode: WakeMode,
     /// When the session may next be reported, if it changed.
     due: Option<Instant>,
-    last_reported: Option<Instant>,
+    /// Reports allowed now (up to the burst), as of `credit_at`.
+    credit: f64,
+    credit_at: Instant,
     window_start: Instant,
     window_events: u32,
     /// A flooded session's watch comes back at this time.
@@ -111,7 +125,8 @@ struct Entry {
 ///
 /// - events are read into one fixed buffer, at most [`READ_BUF`] x 16 bytes per drain, and
 ///   reduced to one mark per session (coalesced);
-/// - a session is reported at most once per [`WatchSetOptions::min_interval`];
+/// - a session is reported at most [`WatchSetOptions::burst`] times back to back, then at most
+///   once per [`WatchSetOptions::min_interval`];
 /// - a folder raising more than [`WatchSetOptions::flood_events`] events in
 ///   [`WatchSetOptions::flood_window`] loses its watch for
 ///   [`WatchSetOptions::flood_cooldown`] ([`PollReason::Flooded`]), so the kernel stops
@@ -184,7 +199,8 @@ impl<K: Clone + Eq + Hash> WatchSet<K> {
             target,
             wd: None,
             due: None,
-            last_reported: None,
+            credit: f64::from(self.opts.burst.max(1)),
+            credit_at: Instant::now(),
             window_start: Instant::now(),
             window_events: 0,
             rearm_at: None,
@@ -280,6 +296,7 @@ impl<K: Clone + Eq + Hash> WatchSet<K> {
             let mut changed = Vec::new();
             let mut next = full_at.min(end);
             let entries = &mut self.entries;
+            let opts = self.opts;
             self.dirty.retain(|k| {
                 let Some(e) = entries.get_mut(k) else {
                     return false;
@@ -287,7 +304,8 @@ impl<K: Clone + Eq + Hash> WatchSet<K> {
                 match e.due {
                     Some(d) if d <= now => {
                         e.due = None;
-                        e.last_reported = Some(now);
+                        e.credit = credit(&opts, e, now) - 1.0;
+                        e.credit_at = now;
                         changed.push(k.clone());
                         false
                     }
@@ -461,9 +479,12 @@ impl<K: Clone + Eq + Hash> WatchSet<K> {
             }
             return;
         }
-        let earliest = e
-            .last_reported
-            .map_or(now, |t| (t + opts.min_interval).max(now));
+        let c = credit(&opts, e, now);
+        let earliest = if c >= 1.0 {
+            now
+        } else {
+            now + opts.min_interval.mul_f64(1.0 - c)
+        };
         let at = match e.target.folder_event(mask, name) {
             Change::None => return,
             Change::Complete => earliest,
@@ -477,4 +498,15 @@ impl<K: Clone + Eq + Hash> WatchSet<K> {
             }
         }
     }
+}
+
+/// The reports `e` may have at `now`: its allowance refilled at one per minimum interval, up
+/// to the burst.
+fn credit(opts: &WatchSetOptions, e: &Entry, now: Instant) -> f64 {
+    let burst = f64::from(opts.burst.max(1));
+    let min = opts.min_interval.as_secs_f64();
+    if min <= 0.0 {
+        return burst;
+    }
+    (e.credit + now.duration_since(e.credit_at).as_secs_f64() / min).min(burst)
 }

@@ -33,6 +33,9 @@ const WAVE_LIMIT: Duration = Duration::from_secs(120);
 pub struct LatencyRun {
     /// `inotify` or `polling`.
     pub mode: String,
+    /// Where the session folders were: `tmpfs` (no fsync cost: the mechanism itself) or
+    /// `disk` (every commit pays its fsyncs).
+    pub storage: String,
     /// What the containers reported (`inotify`, or `polling (reason)`), distinct values.
     pub container_modes: Vec<String>,
     /// Sessions busy at once.
@@ -49,9 +52,50 @@ pub struct LatencyRun {
     pub worst_session_p99_ms: f64,
 }
 
+/// Idle containers' CPU cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleCpu {
+    /// `inotify` or `polling`.
+    pub mode: String,
+    /// Idle containers in the process.
+    pub sessions: usize,
+    /// Seconds measured.
+    pub seconds: f64,
+    /// CPU time per idle session per second, microseconds.
+    pub us_per_session_second: f64,
+}
+
+/// `n` idle containers for `secs` seconds: their process's CPU time per session per second.
+pub fn idle_cpu(sessions: &Sessions, n: usize, secs: f64, preference: Preference) -> BenchResult<IdleCpu> {
+    let paths: Vec<SessionPaths> = (0..n)
+        .map(|_| sessions.fresh("idle-cpu"))
+        .collect::<BenchResult<_>>()?;
+    let mut containers = Containers::start(&paths, preference)?;
+    // Past start-up and the first polls.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = containers.cpu_us()?;
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let used = containers.cpu_us()?.saturating_sub(before);
+    let seconds = start.elapsed().as_secs_f64();
+    containers.stop()?;
+    Ok(IdleCpu {
+        mode: match preference {
+            Preference::Auto => "inotify",
+            Preference::Poll => "polling",
+        }
+        .into(),
+        sessions: n,
+        seconds,
+        us_per_session_second: used as f64 / n.max(1) as f64 / seconds,
+    })
+}
+
 /// One throughput run.
 #[derive(Debug, Clone, Serialize)]
 pub struct ThroughputRun {
+    /// `tmpfs` or `disk`.
+    pub storage: String,
     /// Sessions.
     pub sessions: usize,
     /// Messages in all.
@@ -119,10 +163,16 @@ fn child(dirs: &[PathBuf]) -> BenchResult<()> {
                 scope.spawn(move || c.run(stop, echo).map(|_| ()).map_err(err))
             })
             .collect();
-        // Until the parent closes our stdin.
-        let mut sink = String::new();
-        while std::io::stdin().read_line(&mut sink).map_err(err)? > 0 {
-            sink.clear();
+        // Until the parent closes our stdin; `cpu` asks for this process's CPU time.
+        let mut line = String::new();
+        while std::io::stdin().read_line(&mut line).map_err(err)? > 0 {
+            if line.trim() == "cpu" {
+                let (user, sys) = own_cpu_us();
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "cpu {user} {sys}").map_err(err)?;
+                out.flush().map_err(err)?;
+            }
+            line.clear();
         }
         stop.store(true, Ordering::SeqCst);
         for h in handles {
@@ -133,10 +183,26 @@ fn child(dirs: &[PathBuf]) -> BenchResult<()> {
     })
 }
 
+/// This process's user and system CPU time, microseconds.
+fn own_cpu_us() -> (u64, u64) {
+    // SAFETY: zeroed is a valid rusage (plain integers), filled in by the call.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out-parameter for the calling process.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    if rc != 0 {
+        return (0, 0);
+    }
+    let us = |t: libc::timeval| {
+        u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_usec).unwrap_or(0)
+    };
+    (us(ru.ru_utime), us(ru.ru_stime))
+}
+
 /// The running child and what its containers reported.
 struct Containers {
     child: Child,
     modes: Vec<String>,
+    lines: Option<std::io::Lines<BufReader<std::process::ChildStdout>>>,
 }
 
 impl Containers {
@@ -155,19 +221,42 @@ impl Containers {
         let mut child = cmd.spawn().map_err(err)?;
         let stdout = child.stdout.take().ok_or("no stdout from the e2e child")?;
         let mut modes = Vec::new();
-        for line in BufReader::new(stdout).lines() {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(line) = lines.next() {
             let line = line.map_err(err)?;
             if let Some(m) = line.strip_prefix("mode ") {
                 if !modes.iter().any(|x| x == m) {
                     modes.push(m.to_string());
                 }
             } else if line == "ready" {
-                return Ok(Containers { child, modes });
+                return Ok(Containers {
+                    child,
+                    modes,
+                    lines: Some(lines),
+                });
             }
         }
         let _ = child.kill();
         let _ = child.wait();
         Err("the e2e child ended before its containers were ready".into())
+    }
+
+    /// The child's CPU time so far (user + system), microseconds.
+    fn cpu_us(&mut self) -> BenchResult<u64> {
+        let stdin = self.child.stdin.as_mut().ok_or("the e2e child's stdin is closed")?;
+        writeln!(stdin, "cpu").map_err(err)?;
+        stdin.flush().map_err(err)?;
+        let line = self
+            .lines
+            .as_mut()
+            .and_then(|l| l.next())
+            .ok_or("the e2e child ended")?
+            .map_err(err)?;
+        let mut parts = line.split_whitespace().skip(1).map(str::parse::<u64>);
+        match (parts.next(), parts.next()) {
+            (Some(Ok(u)), Some(Ok(s))) => Ok(u + s),
+            _ => Err(format!("the e2e child answered {line:?} to cpu")),
+        }
     }
 
     fn stop(mut self) -> BenchResult<()> {
@@ -283,7 +372,7 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 
 /// `waves` waves of one message per session, all sessions at once.
 pub fn latency(
-    sessions: &Sessions,
+    (sessions, storage): (&Sessions, &str),
     n: usize,
     waves: usize,
     preference: Preference,
@@ -300,20 +389,31 @@ pub fn latency(
     let mut per_session: Vec<Vec<f64>> = vec![Vec::new(); n];
     // Let the containers settle into their idle wait.
     std::thread::sleep(Duration::from_millis(300));
+    // The host's writes come from their own thread (as a host's chat adapter would), so a
+    // reply is delivered while the wave's later messages are still being written.
+    let writers: Vec<HostSession> = paths.iter().map(|p| HostSession::open(&p.dir)).collect();
     let mut gap = 7u64;
     for w in 0..waves {
-        let mut ids = Vec::with_capacity(n);
-        let mut sent = Vec::with_capacity(n);
-        for (i, h) in host.hosts.iter().enumerate() {
-            let id = format!("w{w}-s{i}");
-            let t0 = Instant::now();
-            h.inbound()
-                .write_messages(&[NewMessage::chat(&id, &format!("wave {w}"))])
-                .map_err(err)?;
-            ids.push(id);
-            sent.push(t0);
-        }
-        host.until_delivered(&ids)?;
+        let ids: Vec<String> = (0..n).map(|i| format!("w{w}-s{i}")).collect();
+        let sent = std::thread::scope(|scope| -> BenchResult<Vec<Instant>> {
+            let writer = scope.spawn(|| -> BenchResult<Vec<Instant>> {
+                let mut sent = Vec::with_capacity(n);
+                for (h, id) in writers.iter().zip(&ids) {
+                    let t0 = Instant::now();
+                    h.inbound()
+                        .write_messages(&[NewMessage::chat(id, &format!("wave {w}"))])
+                        .map_err(err)?;
+                    sent.push(t0);
+                }
+                Ok(sent)
+            });
+            let delivered = host.until_delivered(&ids);
+            let sent = writer
+                .join()
+                .map_err(|_| "the writer thread panicked".to_string())??;
+            delivered?;
+            Ok(sent)
+        })?;
         for (i, (id, t0)) in ids.iter().zip(&sent).enumerate() {
             if let (Some(t), Some(v)) = (host.rec.delivered.get(id), per_session.get_mut(i)) {
                 v.push(t.duration_since(*t0).as_secs_f64() * 1e3);
@@ -332,6 +432,7 @@ pub fn latency(
         .fold(f64::NAN, f64::max);
     Ok(LatencyRun {
         mode: mode.into(),
+        storage: storage.into(),
         container_modes,
         sessions: n,
         samples: all.len(),
@@ -344,7 +445,11 @@ pub fn latency(
 
 /// `per_session` messages into each of `n` sessions, written back to back, delivered as the
 /// replies come (change notification).
-pub fn throughput(sessions: &Sessions, n: usize, per_session: usize) -> BenchResult<ThroughputRun> {
+pub fn throughput(
+    (sessions, storage): (&Sessions, &str),
+    n: usize,
+    per_session: usize,
+) -> BenchResult<ThroughputRun> {
     let paths: Vec<SessionPaths> = (0..n)
         .map(|_| sessions.fresh("tput"))
         .collect::<BenchResult<_>>()?;
@@ -374,6 +479,7 @@ pub fn throughput(sessions: &Sessions, n: usize, per_session: usize) -> BenchRes
     let secs = start.elapsed().as_secs_f64();
     containers.stop()?;
     Ok(ThroughputRun {
+        storage: storage.into(),
         sessions: n,
         messages: ids.len(),
         msgs_per_sec: ids.len() as f64 / secs,
@@ -382,17 +488,18 @@ pub fn throughput(sessions: &Sessions, n: usize, per_session: usize) -> BenchRes
 
 /// Runs a latency measurement and reports what the containers said about their mode.
 pub fn latency_reported(
-    sessions: &Sessions,
+    at: (&Sessions, &str),
     n: usize,
     waves: usize,
     preference: Preference,
 ) -> BenchResult<LatencyRun> {
     progress(&format!(
-        "latency: {n} session(s), {waves} wave(s), {}",
+        "latency ({}): {n} session(s), {waves} wave(s), {}",
+        at.1,
         match preference {
             Preference::Auto => "change notification",
             Preference::Poll => "polling",
         }
     ));
-    latency(sessions, n, waves, preference)
+    latency(at, n, waves, preference)
 }
