@@ -336,11 +336,14 @@ impl Drop for ToolWindow<'_> {
 }
 
 /// Sets its flag when dropped: the heartbeat helper stops however the handler's call ends.
-struct SetOnDrop<'a>(&'a AtomicBool);
+/// Sets the flag on drop and wakes the thread waiting on it, so the batch's commit never waits
+/// out the heartbeat helper's sleep.
+struct SetOnDrop<'a>(&'a AtomicBool, std::thread::Thread);
 
 impl Drop for SetOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, Ordering::SeqCst);
+        self.1.unpark();
     }
 }
 
@@ -697,10 +700,11 @@ impl Container {
             deadline,
         };
         let outcome = std::thread::scope(|scope| {
-            scope.spawn(|| {
+            let helper = scope.spawn(|| {
                 let mut last = Instant::now();
                 while !done.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(20).min(interval));
+                    // Woken early by the guard below when the handler returns.
+                    std::thread::park_timeout(Duration::from_millis(20).min(interval));
                     if done.load(Ordering::SeqCst) {
                         break;
                     }
@@ -725,7 +729,7 @@ impl Container {
                     }
                 }
             });
-            let _stop_helper = SetOnDrop(&done);
+            let _stop_helper = SetOnDrop(&done, helper.thread().clone());
             catch_unwind(AssertUnwindSafe(|| handler(&ctx, batch)))
         });
         if expired.load(Ordering::SeqCst) {

@@ -159,7 +159,7 @@ pub struct BenchArgs {
     pub hostile_size: Option<u64>,
 
     /// Draw end-to-end latency against session count into FILE (SVG) [default with --svg:
-    /// beside it, named <stem>-latency.svg]
+    /// beside it, named STEM-latency.svg]
     #[arg(long, value_name = "FILE")]
     pub latency_svg: Option<PathBuf>,
 

@@ -123,7 +123,7 @@ struct Entry {
 /// folder and reports, from [`WatchSet::wait`], which sessions changed. Built for folders a
 /// hostile container writes:
 ///
-/// - events are read into one fixed buffer, at most [`READ_BUF`] x 16 bytes per drain, and
+/// - events are read into one fixed 4 KiB buffer, at most 16 reads (64 KiB) per drain, and
 ///   reduced to one mark per session (coalesced);
 /// - a session is reported at most [`WatchSetOptions::burst`] times back to back, then at most
 ///   once per [`WatchSetOptions::min_interval`];

@@ -162,8 +162,12 @@ pub fn run(
     };
     if plan.runs_group("latency") {
         for (&n, &waves) in ext.latency_sessions.iter().zip(&ext.latency_waves) {
-            out.latency
-                .push(latency::latency_reported(first, n, waves, Preference::Auto)?);
+            out.latency.push(latency::latency_reported(
+                first,
+                n,
+                waves,
+                Preference::Auto,
+            )?);
         }
         out.latency.push(latency::latency_reported(
             first,
@@ -182,8 +186,11 @@ pub fn run(
         }
         let (n, secs) = ext.idle_cpu;
         for pref in [Preference::Auto, Preference::Poll] {
-            progress(&format!("idle CPU: {n} idle containers for {secs} s ({pref:?})"));
-            out.idle_cpu.push(latency::idle_cpu(first.0, n, secs, pref)?);
+            progress(&format!(
+                "idle CPU: {n} idle containers for {secs} s ({pref:?})"
+            ));
+            out.idle_cpu
+                .push(latency::idle_cpu(first.0, n, secs, pref)?);
         }
     }
     if plan.runs_group("throughput") {
@@ -195,7 +202,10 @@ pub fn run(
             out.throughput
                 .push(latency::throughput(at, 1, ext.throughput_single)?);
             let (n, each) = ext.throughput_many;
-            progress(&format!("throughput ({}): {n} sessions x {each} messages", at.1));
+            progress(&format!(
+                "throughput ({}): {n} sessions x {each} messages",
+                at.1
+            ));
             out.throughput.push(latency::throughput(at, n, each)?);
         }
     }
@@ -397,7 +407,14 @@ pub fn render(r: &Report, s: &mut String) {
         let _ = writeln!(
             s,
             "  {:<9} {:<7} {:>8} {:>8} {:>10} {:>10} {:>10} {:>20}  container wake",
-            "mode", "folder", "sessions", "samples", "p50 ms", "p99 ms", "max ms", "worst session p99"
+            "mode",
+            "folder",
+            "sessions",
+            "samples",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "worst session p99"
         );
         for l in &e.latency {
             let _ = writeln!(

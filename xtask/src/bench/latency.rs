@@ -66,7 +66,12 @@ pub struct IdleCpu {
 }
 
 /// `n` idle containers for `secs` seconds: their process's CPU time per session per second.
-pub fn idle_cpu(sessions: &Sessions, n: usize, secs: f64, preference: Preference) -> BenchResult<IdleCpu> {
+pub fn idle_cpu(
+    sessions: &Sessions,
+    n: usize,
+    secs: f64,
+    preference: Preference,
+) -> BenchResult<IdleCpu> {
     let paths: Vec<SessionPaths> = (0..n)
         .map(|_| sessions.fresh("idle-cpu"))
         .collect::<BenchResult<_>>()?;
@@ -243,7 +248,11 @@ impl Containers {
 
     /// The child's CPU time so far (user + system), microseconds.
     fn cpu_us(&mut self) -> BenchResult<u64> {
-        let stdin = self.child.stdin.as_mut().ok_or("the e2e child's stdin is closed")?;
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .ok_or("the e2e child's stdin is closed")?;
         writeln!(stdin, "cpu").map_err(err)?;
         stdin.flush().map_err(err)?;
         let line = self
