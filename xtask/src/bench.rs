@@ -163,6 +163,14 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     pub latency_svg: Option<PathBuf>,
 
+    /// Internal: one hostile pass over session folder DIR in a fresh process
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub hostile_child: Option<PathBuf>,
+
+    /// Internal: follow the session folders listed in FILE and print the RSS growth
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub scale_memory_child: Option<PathBuf>,
+
     /// Internal: run as the container process of the end-to-end workloads, one container
     /// per session folder (repeatable)
     #[arg(long, value_name = "DIR", hide = true)]
@@ -503,6 +511,12 @@ pub fn main(args: &BenchArgs) -> ExitCode {
     }
     if !args.e2e_child.is_empty() {
         return latency::child_main(&args.e2e_child);
+    }
+    if let Some(dir) = &args.hostile_child {
+        return hostile::child_main(dir);
+    }
+    if let Some(list) = &args.scale_memory_child {
+        return scale::memory_child(list);
     }
     if cfg!(debug_assertions) && !args.no_release && std::env::var_os(RELEASE_ENV).is_none() {
         return rerun_release(args);

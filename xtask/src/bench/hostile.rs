@@ -3,7 +3,8 @@
 //! session, and the host's pass over that session timed and its memory peak taken. A pass is
 //! what a host that just started does for a session: a full [`Sweeper`] sweep (claims, ack
 //! sync, the tool in flight, the stuck decision) and the delivery read (`due_outbound`);
-//! delivering rows is the platform's work and is left out.
+//! delivering rows is the platform's work and is left out. Each pass runs in a fresh child
+//! process, whose peak RSS above its starting RSS is the pass's memory.
 
 use super::fixture::{touch_heartbeat, Sessions};
 use super::memory::own_rss;
@@ -13,6 +14,8 @@ use rusqlite::Connection;
 use serde::Serialize;
 use sessionbus_runtime::host::{SweepOptions, Sweeper};
 use sessionbus_store::{HostSession, MessageIn, NextOccurrence, SessionPaths};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 /// One attack's result.
@@ -103,14 +106,37 @@ fn no_next(_: &MessageIn) -> Option<NextOccurrence> {
     None
 }
 
-/// Resets this process's peak RSS (`VmHWM`) to its current RSS (Linux 4.0+).
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+/// The child process of one pass: a fresh process, so that its peak RSS is the pass's own
+/// (a long-lived bench process reuses memory it freed earlier). Prints one JSON line.
+pub fn child_main(dir: &Path) -> ExitCode {
+    let (ms, peak_kib, outcome) = pass(&SessionPaths::new(dir));
+    let line = serde_json::json!({ "ms": ms, "peak_kib": peak_kib, "outcome": outcome });
+    println!("{line}");
+    ExitCode::SUCCESS
 }
 
-/// One host pass over the session: a new sweeper's full sweep and the delivery read.
+/// Runs one pass in a child process.
+fn pass_in_child(paths: &SessionPaths) -> BenchResult<(f64, u64, String)> {
+    let exe = std::env::current_exe().map_err(err)?;
+    let out = Command::new(exe)
+        .args(["bench", "--no-release", "--hostile-child"])
+        .arg(&paths.dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(err)?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("hostile child ({}): {e}", out.status))?;
+    Ok((
+        v["ms"].as_f64().unwrap_or(f64::NAN),
+        v["peak_kib"].as_u64().unwrap_or(0),
+        v["outcome"].as_str().unwrap_or("?").to_string(),
+    ))
+}
+
+/// One host pass over the session: a new sweeper's full sweep and the delivery read. Time,
+/// the rise of peak RSS over the RSS before it (KiB), and how it ended.
 fn pass(paths: &SessionPaths) -> (f64, u64, String) {
-    reset_peak();
     let before = own_rss().map(|(rss, _)| rss).unwrap_or(0);
     let start = Instant::now();
     let host = HostSession::open(&paths.dir);
@@ -145,7 +171,7 @@ pub fn measure(sessions: &Sessions, claims: u64, runs: usize) -> BenchResult<Vec
         let mut worst_peak = 0u64;
         let mut outcome = String::new();
         for _ in 0..runs.max(1) {
-            let (ms, peak, o) = pass(&paths);
+            let (ms, peak, o) = pass_in_child(&paths)?;
             worst_ms = worst_ms.max(ms);
             worst_peak = worst_peak.max(peak);
             outcome = o;

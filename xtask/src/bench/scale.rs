@@ -15,6 +15,8 @@ use sessionbus_runtime::host::{
 use sessionbus_runtime::liveness::KillReason;
 use sessionbus_runtime::wake::{Ready, WatchSet, WatchSetOptions};
 use sessionbus_store::{DueOutbound, HostSession, MessageIn, NextOccurrence, SessionPaths};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 fn no_next(_: &MessageIn) -> Option<NextOccurrence> {
@@ -178,9 +180,57 @@ pub fn steady_library(paths: &[SessionPaths], passes: usize) -> BenchResult<f64>
     Ok(runs.get(runs.len() / 2).copied().unwrap_or(f64::NAN))
 }
 
-/// The host's RSS growth for following `paths`: sessions opened, swept twice (quiet marks
-/// remembered), folders watched.
-pub fn memory(paths: &[SessionPaths]) -> BenchResult<ScaleMemory> {
+/// The host's RSS growth for following `paths`, measured in a fresh child process (a
+/// long-lived bench process reuses memory it freed earlier, which hides the growth).
+pub fn memory(paths: &[SessionPaths], list: &Path) -> BenchResult<ScaleMemory> {
+    let text: String = paths
+        .iter()
+        .map(|p| format!("{}\n", p.dir.display()))
+        .collect();
+    std::fs::write(list, text).map_err(err)?;
+    let exe = std::env::current_exe().map_err(err)?;
+    let out = Command::new(exe)
+        .args(["bench", "--no-release", "--scale-memory-child"])
+        .arg(list)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(err)?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("scale memory child ({}): {e}", out.status))?;
+    let growth = v["rss_growth_kib"].as_u64().ok_or("no rss_growth_kib")?;
+    Ok(ScaleMemory {
+        sessions: paths.len(),
+        rss_growth_kib: growth,
+        bytes_per_session: growth as f64 * 1024.0 / paths.len().max(1) as f64,
+        watches: v["watches"].as_u64().unwrap_or(0) as usize,
+    })
+}
+
+/// The child of [`memory`]: follows the session folders listed in `list` (one per line) and
+/// prints its RSS growth as JSON.
+pub fn memory_child(list: &Path) -> ExitCode {
+    let run = || -> BenchResult<serde_json::Value> {
+        let text = std::fs::read_to_string(list).map_err(err)?;
+        let paths: Vec<SessionPaths> = text.lines().map(SessionPaths::new).collect();
+        let m = memory_here(&paths)?;
+        Ok(serde_json::json!({ "rss_growth_kib": m.rss_growth_kib, "watches": m.watches }))
+    };
+    match run() {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench scale memory child: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The RSS growth of this process for following `paths`: sessions opened, swept twice (quiet
+/// marks remembered), folders watched.
+fn memory_here(paths: &[SessionPaths]) -> BenchResult<ScaleMemory> {
     let (before, _) = own_rss()?;
     let hosts: Vec<HostSession> = paths.iter().map(|p| HostSession::open(&p.dir)).collect();
     let mut control = AlwaysRunning::default();
