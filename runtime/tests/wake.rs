@@ -324,6 +324,35 @@ fn a_flooding_session_is_reported_at_most_once_per_interval_then_loses_its_watch
     assert_eq!(next_ready(&mut set), Ready::Changed(vec!["hostile"]));
 }
 
+#[test]
+fn a_session_that_is_expensive_to_serve_waits_for_its_share() {
+    let costly = tempfile::tempdir().unwrap();
+    let cheap = tempfile::tempdir().unwrap();
+    let mut set = WatchSet::new(host_opts().with_cost_share(4, Duration::ZERO));
+    set.watch("costly", &costly.path().join("outbound.db"));
+    set.watch("cheap", &cheap.path().join("outbound.db"));
+    assert_eq!(set.wait(Duration::ZERO), Ready::FullPass);
+    wait_ok(sh(&format!(
+        "printf x > {}",
+        quote(&costly.path().join("outbound.db"))
+    )));
+    assert_eq!(next_ready(&mut set), Ready::Changed(vec!["costly"]));
+    // Serving it took 100 s (say): at a quarter of the host's time it is held for 400 s.
+    set.charge(&"costly", Duration::from_secs(100));
+    set.charge(&"cheap", Duration::from_micros(300));
+    wait_ok(sh(&format!(
+        "printf y > {}",
+        quote(&costly.path().join("outbound.db"))
+    )));
+    assert_eq!(set.wait(Duration::from_millis(500)), Ready::Nothing);
+    // Other sessions are served as usual.
+    wait_ok(sh(&format!(
+        "printf x > {}",
+        quote(&cheap.path().join("outbound.db"))
+    )));
+    assert_eq!(next_ready(&mut set), Ready::Changed(vec!["cheap"]));
+}
+
 fn echo(
     _: &sessionbus_runtime::container::HandlerContext,
     b: &Batch,

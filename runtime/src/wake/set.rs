@@ -36,6 +36,15 @@ pub struct WatchSetOptions {
     /// How long a flooded folder goes unwatched before its watch is set up again (default
     /// 30 s); meanwhile the full passes serve it.
     pub flood_cooldown: Duration,
+    /// The share of the host's time one session may take through change reports, as its
+    /// inverse (default 4: a quarter). The caller says what serving a session cost
+    /// ([`WatchSet::charge`]); each session has an allowance that grows by 1 / this factor
+    /// of the time passing, up to [`WatchSetOptions::cost_allowance`], and a session whose
+    /// allowance is spent is not reported until it is positive again. A session served in
+    /// a millisecond is never held back; one a container made expensive to serve is.
+    pub cost_factor: u32,
+    /// The most serving time a session can have saved up (default 500 ms).
+    pub cost_allowance: Duration,
     /// Notification or polling only.
     pub preference: Preference,
 }
@@ -49,6 +58,8 @@ impl Default for WatchSetOptions {
             flood_events: 2_000,
             flood_window: Duration::from_secs(1),
             flood_cooldown: Duration::from_secs(30),
+            cost_factor: 4,
+            cost_allowance: Duration::from_millis(500),
             preference: Preference::Auto,
         }
     }
@@ -78,6 +89,14 @@ impl WatchSetOptions {
         self.flood_events = events;
         self.flood_window = window;
         self.flood_cooldown = cooldown;
+        self
+    }
+
+    /// The same options with this cost factor and allowance (see
+    /// [`WatchSetOptions::cost_factor`]).
+    pub fn with_cost_share(mut self, factor: u32, allowance: Duration) -> Self {
+        self.cost_factor = factor.max(1);
+        self.cost_allowance = allowance;
         self
     }
 
@@ -115,6 +134,12 @@ struct Entry {
     window_events: u32,
     /// A flooded session's watch comes back at this time.
     rearm_at: Option<Instant>,
+    /// Serving time the session may still take (seconds; negative when overspent), as of
+    /// `allowance_at`.
+    allowance: f64,
+    allowance_at: Instant,
+    /// Not reported before this time (its allowance is overspent until then).
+    not_before: Option<Instant>,
 }
 
 /// Many sessions' folders on one inotify descriptor (the host's side).
@@ -131,6 +156,9 @@ struct Entry {
 ///   [`WatchSetOptions::flood_window`] loses its watch for
 ///   [`WatchSetOptions::flood_cooldown`] ([`PollReason::Flooded`]), so the kernel stops
 ///   queueing its events at all; the full passes serve it meanwhile;
+/// - a session whose serving the caller reports as expensive ([`WatchSet::charge`]) gets at
+///   most a share of the host's time ([`WatchSetOptions::cost_factor`]) once its allowance
+///   is spent;
 /// - a queue overflow (events lost) makes the next result a [`Ready::FullPass`], never more
 ///   often than the minimum interval.
 ///
@@ -204,6 +232,9 @@ impl<K: Clone + Eq + Hash> WatchSet<K> {
             window_start: Instant::now(),
             window_events: 0,
             rearm_at: None,
+            allowance: self.opts.cost_allowance.as_secs_f64(),
+            allowance_at: Instant::now(),
+            not_before: None,
         };
         if entry.mode == WakeMode::Inotify {
             match self.add(&key, &entry.target) {
@@ -247,6 +278,29 @@ impl<K: Clone + Eq + Hash> WatchSet<K> {
                     ino.remove(wd);
                 }
             }
+        }
+    }
+
+    /// Tells the set that serving `key` (after a report) took `cost`, to be taken from the
+    /// session's allowance (see [`WatchSetOptions::cost_factor`]): a container that makes its
+    /// session expensive to serve (a schema SQLite takes long to parse, say) cannot make the
+    /// host spend most of its time on it by committing often.
+    pub fn charge(&mut self, key: &K, cost: Duration) {
+        let opts = self.opts;
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
+        let now = Instant::now();
+        let factor = f64::from(opts.cost_factor.max(1));
+        let cap = opts.cost_allowance.as_secs_f64();
+        let saved =
+            (e.allowance + now.duration_since(e.allowance_at).as_secs_f64() / factor).min(cap);
+        e.allowance = saved - cost.as_secs_f64();
+        e.allowance_at = now;
+        e.not_before = (e.allowance < 0.0)
+            .then(|| now + Duration::from_secs_f64((-e.allowance * factor).min(3600.0)));
+        if let (Some(d), Some(t)) = (e.due, e.not_before) {
+            e.due = Some(d.max(t));
         }
     }
 
@@ -485,6 +539,7 @@ impl<K: Clone + Eq + Hash> WatchSet<K> {
         } else {
             now + opts.min_interval.mul_f64(1.0 - c)
         };
+        let earliest = e.not_before.map_or(earliest, |t| t.max(earliest));
         let at = match e.target.folder_event(mask, name) {
             Change::None => return,
             Change::Complete => earliest,

@@ -331,7 +331,10 @@ impl Host {
 
     fn deliver(&mut self, i: usize) -> BenchResult<()> {
         if let Some(h) = self.hosts.get(i) {
-            match deliver_session(h, &mut self.rec, 5) {
+            let start = Instant::now();
+            let result = deliver_session(h, &mut self.rec, 5);
+            self.set.charge(&i, start.elapsed());
+            match result {
                 Ok(_) => {}
                 Err(e) if e.is_retryable() => {}
                 Err(e) => return Err(err(e)),
