@@ -61,8 +61,10 @@ pub struct IdleCpu {
     pub sessions: usize,
     /// Seconds measured.
     pub seconds: f64,
-    /// CPU time per idle session per second, microseconds.
+    /// CPU time per idle session per second, microseconds (the median round's).
     pub us_per_session_second: f64,
+    /// Every round's figure.
+    pub rounds: Vec<f64>,
 }
 
 /// `n` idle containers for `secs` seconds: their process's CPU time per session per second.
@@ -93,6 +95,7 @@ pub fn idle_cpu(
         sessions: n,
         seconds,
         us_per_session_second: used as f64 / n.max(1) as f64 / seconds,
+        rounds: Vec::new(),
     })
 }
 
