@@ -141,7 +141,14 @@ impl HostSession {
         &self,
         next_occurrence: &dyn Fn(&MessageIn) -> Option<NextOccurrence>,
     ) -> Result<SyncReport> {
-        let pending = self.inbound.pending_ids()?;
+        // One open of the own file for the pending ids and whether a recurring series waits
+        // to be continued: an idle session needs nothing more (each open is a schema parse).
+        let (pending, open_series) = fileio::read_own(self.inbound.file(), "sync acks", |c| {
+            Ok((iw::pending_ids(c)?, iw::has_open_series(c)?))
+        })?;
+        if pending.is_empty() && !open_series {
+            return Ok(SyncReport::default());
+        }
         let acks = if pending.is_empty() {
             Vec::new()
         } else {
