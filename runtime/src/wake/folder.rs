@@ -1,7 +1,9 @@
 //! [`FolderWatch`]: one side waiting for the other side's commits to one file.
 
 use super::inotify::{self, Inotify, IN_IGNORED, IN_Q_OVERFLOW, READ_BUF};
-use super::{detect, Change, PollReason, Preference, Target, Wake, WakeError, WakeMode, SETTLE};
+use super::{
+    after, detect, Change, PollReason, Preference, Target, Wake, WakeError, WakeMode, SETTLE,
+};
 use sessionbus_schema::Role;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -119,7 +121,7 @@ impl FolderWatch {
     /// last wait), [`Wake::TimedOut`] when the timeout passes first. A polling watch always
     /// sleeps the whole timeout.
     pub fn wait(&mut self, timeout: Duration) -> Wake {
-        let end = Instant::now() + timeout;
+        let end = after(Instant::now(), timeout);
         loop {
             let now = Instant::now();
             if let Some(since) = self.partial_since {

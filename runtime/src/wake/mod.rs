@@ -52,7 +52,7 @@ use sessionbus_schema::Role;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a commit in progress (a journal created, a file modified) may go without a
 /// completing event before a waiter wakes anyway.
@@ -213,6 +213,14 @@ pub fn detect(role: Role, dir: &Path, preference: Preference) -> WakeMode {
             .map_or(WakeMode::Inotify, WakeMode::Polling),
         Err(e) => WakeMode::Polling(PollReason::Unavailable(e)),
     }
+}
+
+/// `t + d`, or a time far enough ahead to mean "never" when that cannot be represented (a
+/// caller's `Duration::MAX`): no wait or option can make this module panic.
+fn after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(t)
 }
 
 /// How much an event says about a followed file.

@@ -2,7 +2,7 @@
 //! descriptor, with a bounded cost whatever the containers do to their folders.
 
 use super::inotify::{self, Inotify, IN_IGNORED, IN_Q_OVERFLOW, READ_BUF};
-use super::{detect, Change, PollReason, Preference, Target, WakeError, WakeMode, SETTLE};
+use super::{after, detect, Change, PollReason, Preference, Target, WakeError, WakeMode, SETTLE};
 use sessionbus_schema::Role;
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -297,8 +297,12 @@ impl<K: Clone + Eq + Hash> WatchSet<K> {
             (e.allowance + now.duration_since(e.allowance_at).as_secs_f64() / factor).min(cap);
         e.allowance = saved - cost.as_secs_f64();
         e.allowance_at = now;
-        e.not_before = (e.allowance < 0.0)
-            .then(|| now + Duration::from_secs_f64((-e.allowance * factor).min(3600.0)));
+        e.not_before = (e.allowance < 0.0).then(|| {
+            after(
+                now,
+                Duration::from_secs_f64((-e.allowance * factor).clamp(0.0, 3600.0)),
+            )
+        });
         if let (Some(d), Some(t)) = (e.due, e.not_before) {
             e.due = Some(d.max(t));
         }
@@ -332,7 +336,7 @@ impl<K: Clone + Eq + Hash> WatchSet<K> {
     /// Waits up to `limit` for something to do: sessions whose files changed, or a full pass.
     /// The first call returns [`Ready::FullPass`] at once.
     pub fn wait(&mut self, limit: Duration) -> Ready<K> {
-        let end = Instant::now() + limit;
+        let end = after(Instant::now(), limit);
         loop {
             let now = Instant::now();
             self.rearm_flooded(now);
@@ -402,8 +406,8 @@ impl<K: Clone + Eq + Hash> WatchSet<K> {
     fn full_pass_at(&self, now: Instant) -> Instant {
         match self.last_full {
             None => now,
-            Some(last) if self.overflowed => last + self.opts.min_interval,
-            Some(last) => last + self.opts.full_pass_every,
+            Some(last) if self.overflowed => after(last, self.opts.min_interval),
+            Some(last) => after(last, self.opts.full_pass_every),
         }
     }
 
@@ -524,7 +528,7 @@ impl<K: Clone + Eq + Hash> WatchSet<K> {
                 opts.flood_cooldown
             );
             e.mode = WakeMode::Polling(PollReason::Flooded);
-            e.rearm_at = Some(now + opts.flood_cooldown);
+            e.rearm_at = Some(after(now, opts.flood_cooldown));
             e.due = None;
             let wd = e.wd.take();
             self.flooded.push(key.clone());
@@ -537,13 +541,13 @@ impl<K: Clone + Eq + Hash> WatchSet<K> {
         let earliest = if c >= 1.0 {
             now
         } else {
-            now + opts.min_interval.mul_f64(1.0 - c)
+            after(now, opts.min_interval.mul_f64((1.0 - c).clamp(0.0, 1.0)))
         };
         let earliest = e.not_before.map_or(earliest, |t| t.max(earliest));
         let at = match e.target.folder_event(mask, name) {
             Change::None => return,
             Change::Complete => earliest,
-            Change::Partial => earliest.max(now + SETTLE),
+            Change::Partial => earliest.max(after(now, SETTLE)),
         };
         match e.due {
             Some(d) => e.due = Some(d.min(at)),
