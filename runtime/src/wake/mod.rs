@@ -333,6 +333,23 @@ mod tests {
     }
 
     #[test]
+    fn a_duration_past_what_an_instant_holds_means_never() {
+        let now = Instant::now();
+        assert!(after(now, Duration::MAX) > now + Duration::from_secs(86_400));
+        assert_eq!(
+            after(now, Duration::from_millis(5)),
+            now + Duration::from_millis(5)
+        );
+        let mut set: WatchSet<u8> = WatchSet::new(
+            WatchSetOptions::default()
+                .with_full_pass_every(Duration::MAX)
+                .with_min_interval(Duration::MAX),
+        );
+        assert_eq!(set.wait(Duration::ZERO), Ready::FullPass);
+        assert_eq!(set.wait(Duration::from_millis(10)), Ready::Nothing);
+    }
+
+    #[test]
     fn modes_print_their_reason() {
         assert_eq!(WakeMode::Inotify.to_string(), "inotify");
         let m = WakeMode::Polling(PollReason::RemoteFilesystem {
