@@ -113,7 +113,7 @@ impl Sweeper {
         control: &mut dyn ContainerControl,
         next_occurrence: &dyn Fn(&MessageIn) -> Option<NextOccurrence>,
     ) -> Result<SweepOutcome, RuntimeError> {
-        let paths = host.paths().clone();
+        let paths = host.paths();
         let counters = (
             sessionbus_store::stamp::change_counter(&paths.inbound)
                 .ok()
