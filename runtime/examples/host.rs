@@ -42,6 +42,7 @@ use sessionbus_runtime::host::{
 };
 use sessionbus_runtime::liveness::{KillReason, RetryPolicy};
 use sessionbus_runtime::mount_plan::GroupMounts;
+use sessionbus_runtime::wake::{WatchSet, WatchSetOptions};
 use sessionbus_store::{
     provision, Address, Destination, DestinationType, DueOutbound, HostSession, NewMessage,
     OutboundSource, Ownership, Routing, SessionPaths,
@@ -401,6 +402,10 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let tick = Duration::from_millis(args.tick_ms.max(1));
     let answered = |p: &JsonLines| expected.iter().all(|id| p.answers.contains_key(id));
+    // Between passes, wait for the container's commits to outbound.db (inotify where the
+    // folder's filesystem delivers it), a tick at most.
+    let mut wake = WatchSet::new(WatchSetOptions::default().with_full_pass_every(tick));
+    eprintln!("host: waking on {}", wake.watch((), &paths.outbound));
 
     while !answered(&printer) {
         if Instant::now() >= deadline {
@@ -441,7 +446,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
                 }
             }
         }
-        std::thread::sleep(tick);
+        let _ = wake.wait(tick);
     }
 
     // Every message is answered: stop the container, then one last sweep (acks become

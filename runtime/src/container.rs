@@ -72,7 +72,8 @@ use crate::config::{ConfigError, ContainerConfig, CONTAINER_JSON_PATH, MAX_HANDL
 use crate::error::{panic_detail, RuntimeError};
 use crate::freshness::{FreshnessWatch, DEFAULT_FROZEN_VIEW_AFTER};
 use crate::heartbeat;
-use sessionbus_schema::{Clock, SystemClock, Timestamp};
+use crate::wake::{FolderWatch, Preference, Wake, WakeMode};
+use sessionbus_schema::{Clock, Role, SystemClock, Timestamp};
 use sessionbus_store::validate::derived_id;
 use sessionbus_store::{
     AckStatus, Batch, ContainerSession, MessageIn, MessageKind, NewOutbound, OutboundWriter,
@@ -335,11 +336,14 @@ impl Drop for ToolWindow<'_> {
 }
 
 /// Sets its flag when dropped: the heartbeat helper stops however the handler's call ends.
-struct SetOnDrop<'a>(&'a AtomicBool);
+/// Sets the flag on drop and wakes the thread waiting on it, so the batch's commit never waits
+/// out the heartbeat helper's sleep.
+struct SetOnDrop<'a>(&'a AtomicBool, std::thread::Thread);
 
 impl Drop for SetOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, Ordering::SeqCst);
+        self.1.unpark();
     }
 }
 
@@ -410,6 +414,8 @@ pub struct Container {
     stale_claims_cleared: usize,
     freshness: FreshnessWatch,
     batch_in_progress: bool,
+    /// Wakes the idle wait when the host commits to inbound.db (see [`crate::wake`]).
+    wake: FolderWatch,
 }
 
 impl Container {
@@ -433,7 +439,10 @@ impl Container {
         session.inbound().max_seq()?;
         let paths = session.paths().clone();
         heartbeat::touch_at(&paths.heartbeat, opts.clock.now())?;
+        let wake = FolderWatch::new(Role::Container, &paths.inbound, Preference::from_env());
+        tracing::info!("{}: waking on {}", paths.inbound.display(), wake.mode());
         Ok(Container {
+            wake,
             session,
             config,
             freshness: FreshnessWatch::new(paths.clone(), Some(DEFAULT_FROZEN_VIEW_AFTER)),
@@ -443,6 +452,17 @@ impl Container {
             stale_claims_cleared: stale,
             batch_in_progress: false,
         })
+    }
+
+    /// How the idle wait learns of the host's commits: inotify, or polling and why.
+    pub fn wake_mode(&self) -> &WakeMode {
+        self.wake.mode()
+    }
+
+    /// Chooses again how the idle wait learns of the host's commits
+    /// ([`Preference::Poll`]: sleep the whole poll interval, as without notification).
+    pub fn set_wake_preference(&mut self, preference: Preference) {
+        self.wake = FolderWatch::new(Role::Container, &self.paths.inbound, preference);
     }
 
     /// The configuration in use.
@@ -623,12 +643,16 @@ impl Container {
         on_inbound && self.freshness.behind_now().is_some()
     }
 
-    /// Sleeps up to `d`, waking early on `stop` and touching the heartbeat every interval.
-    fn sleep(&self, d: Duration, stop: &AtomicBool) -> Result<(), RuntimeError> {
+    /// Waits up to `d`, ending early when the host commits to inbound.db (see
+    /// [`crate::wake`]) or on `stop`, and touching the heartbeat every interval.
+    fn sleep(&mut self, d: Duration, stop: &AtomicBool) -> Result<(), RuntimeError> {
         let end = Instant::now() + d;
         let mut last_touch = Instant::now();
         while Instant::now() < end && !stop.load(Ordering::SeqCst) {
-            std::thread::sleep((end - Instant::now()).min(Duration::from_millis(50)));
+            let slice = (end - Instant::now()).min(Duration::from_millis(50));
+            if self.wake.wait(slice) == Wake::Changed {
+                break;
+            }
             if last_touch.elapsed() >= self.heartbeat_interval {
                 self.touch_heartbeat()?;
                 last_touch = Instant::now();
@@ -669,10 +693,11 @@ impl Container {
             deadline,
         };
         let outcome = std::thread::scope(|scope| {
-            scope.spawn(|| {
+            let helper = scope.spawn(|| {
                 let mut last = Instant::now();
                 while !done.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(20).min(interval));
+                    // Woken early by the guard below when the handler returns.
+                    std::thread::park_timeout(Duration::from_millis(20).min(interval));
                     if done.load(Ordering::SeqCst) {
                         break;
                     }
@@ -697,7 +722,7 @@ impl Container {
                     }
                 }
             });
-            let _stop_helper = SetOnDrop(&done);
+            let _stop_helper = SetOnDrop(&done, helper.thread().clone());
             catch_unwind(AssertUnwindSafe(|| handler(&ctx, batch)))
         });
         if expired.load(Ordering::SeqCst) {

@@ -22,6 +22,8 @@
 //! - `tokio_host` (feature `tokio`): the host and the container from async code: many
 //!   sessions swept and delivered concurrently on a bounded pool, the container's poll loop
 //!   with an async handler;
+//! - [`wake`]: waiting for the other side's commits by change notification (inotify) where
+//!   the filesystem delivers it, polling where it does not, chosen per folder and reported;
 //! - `operator` (feature `cli`): the operator's `sessionbus migrate | inspect | status`, the
 //!   library behind the `sessionbus` binary.
 //!
@@ -86,6 +88,7 @@ pub mod operator;
 pub mod skills;
 #[cfg(feature = "tokio")]
 pub mod tokio_host;
+pub mod wake;
 
 /// The store crate (`sessionbus-store`) whole: session views, the model, provisioning.
 pub use sessionbus_store as store;

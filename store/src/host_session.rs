@@ -141,7 +141,14 @@ impl HostSession {
         &self,
         next_occurrence: &dyn Fn(&MessageIn) -> Option<NextOccurrence>,
     ) -> Result<SyncReport> {
-        let pending = self.inbound.pending_ids()?;
+        // One open of the own file for the pending ids and whether a recurring series waits
+        // to be continued: an idle session needs nothing more (each open is a schema parse).
+        let (pending, open_series) = fileio::read_own(self.inbound.file(), "sync acks", |c| {
+            Ok((iw::pending_ids(c)?, iw::has_open_series(c)?))
+        })?;
+        if pending.is_empty() && !open_series {
+            return Ok(SyncReport::default());
+        }
         let acks = if pending.is_empty() {
             Vec::new()
         } else {
@@ -195,18 +202,23 @@ impl HostSession {
     pub fn due_outbound(&self, limit: usize) -> Result<Vec<DueOutbound>> {
         let now = self.clock().now();
         let mut plan = Settle::default();
-        let mut due = self.held_rows_due(now, &mut plan)?;
+        // One open of the own file for what every pass reads first: the held rows that have
+        // come due, both cursors and the host replies above the host cursor (each open costs
+        // a schema parse; this used to take three).
+        let (held, mut out_cursor, mut host_cursor, host_rows) =
+            fileio::read_own(self.inbound.file(), "read delivery cursors", |c| {
+                let held = crate::bookkeeping::held_due(c, now.unix_millis(), DELIVERY_SCAN)?;
+                let out_cursor = iw::cursor(c, iw::CURSOR_MESSAGES_OUT)?;
+                let host_cursor = iw::cursor(c, iw::CURSOR_HOST_REPLIES)?;
+                let rows = iw::host_replies_after(c, host_cursor, DELIVERY_SCAN)?;
+                Ok((held, out_cursor, host_cursor, rows))
+            })?;
+        let mut due = self.held_rows_due(held, &mut plan)?;
+        let mut first_host_rows = Some(host_rows);
         // Windows follow each other while every row of the last one could be passed (a host
         // catching up over settled history); a pass reads at most MAX_WINDOWS of them.
-        let (mut out_cursor, mut host_cursor) =
-            fileio::read_own(self.inbound.file(), "read delivery cursors", |c| {
-                Ok((
-                    iw::cursor(c, iw::CURSOR_MESSAGES_OUT)?,
-                    iw::cursor(c, iw::CURSOR_HOST_REPLIES)?,
-                ))
-            })?;
         for _ in 0..MAX_WINDOWS {
-            let windows = self.read_windows(out_cursor, host_cursor)?;
+            let windows = self.read_windows(out_cursor, host_cursor, first_host_rows.take())?;
             let caught_up = self.walk_windows(&windows, now, &mut plan, &mut due)?;
             match caught_up {
                 Some((o, h)) if due.len() < limit => {
@@ -223,14 +235,23 @@ impl HostSession {
         Ok(due)
     }
 
-    /// One window per table above the cursors.
-    fn read_windows(&self, out_cursor: i64, host_cursor: i64) -> Result<[Window; 2]> {
+    /// One window per table above the cursors; the host replies above `host_cursor` are
+    /// read unless given.
+    fn read_windows(
+        &self,
+        out_cursor: i64,
+        host_cursor: i64,
+        host_rows: Option<Vec<MessageOut>>,
+    ) -> Result<[Window; 2]> {
         let container = self
             .outbound
             .messages_after(Seq::new(out_cursor).ok(), DELIVERY_SCAN)?;
-        let host_rows = fileio::read_own(self.inbound.file(), "read host replies", |c| {
-            Ok(iw::host_replies_after(c, host_cursor, DELIVERY_SCAN)?)
-        })?;
+        let host_rows = match host_rows {
+            Some(rows) => rows,
+            None => fileio::read_own(self.inbound.file(), "read host replies", |c| {
+                Ok(iw::host_replies_after(c, host_cursor, DELIVERY_SCAN)?)
+            })?,
+        };
         Ok([
             Window {
                 source: OutboundSource::Container,
@@ -329,16 +350,14 @@ impl HostSession {
         Ok((all_passed && more).then_some((ends[0], ends[1])))
     }
 
-    /// Held rows whose time has come, read back by seq (refused ones noted in `plan`).
-    fn held_rows_due(&self, now: Timestamp, plan: &mut Settle) -> Result<Vec<DueOutbound>> {
+    /// Held rows whose time has come (`held`, as read with the cursors), read back by seq
+    /// (refused ones noted in `plan`).
+    fn held_rows_due(
+        &self,
+        held: Vec<(String, i64)>,
+        plan: &mut Settle,
+    ) -> Result<Vec<DueOutbound>> {
         let file = self.inbound.file();
-        let held = fileio::read_own(file, "read held rows", |c| {
-            Ok(crate::bookkeeping::held_due(
-                c,
-                now.unix_millis(),
-                DELIVERY_SCAN,
-            )?)
-        })?;
         if held.is_empty() {
             return Ok(Vec::new());
         }

@@ -23,7 +23,6 @@
 //! earlier file of the same name, which the next host write (and provisioning) removes.
 
 use sessionbus_schema::{DbFile, FileKind, Role};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -74,20 +73,16 @@ pub fn stamp_dir(session_dir: &Path) -> PathBuf {
 /// missing, shorter than a header or not an SQLite database. The file may be the container's:
 /// it is opened without following a link or blocking on a FIFO, and must be a regular file.
 pub fn change_counter(path: &Path) -> std::io::Result<Option<u32>> {
-    use sessionbus_schema::untrusted::fs::{open_regular_file, UntrustedFsError};
-    let mut f = match open_regular_file(path) {
-        Ok((f, _)) => f,
+    use sessionbus_schema::untrusted::fs::{read_regular_prefix, UntrustedFsError};
+    let mut buf = [0u8; 28];
+    let n = match read_regular_prefix(path, &mut buf) {
+        Ok(n) => n,
         Err(e) if e.is_not_found() => return Ok(None),
         Err(UntrustedFsError::Io { source, .. }) => return Err(source),
         Err(e) => return Err(std::io::Error::other(e.to_string())),
     };
-    let mut buf = [0u8; 28];
-    let mut n = 0;
-    while let Some(rest) = buf.get_mut(n..).filter(|r| !r.is_empty()) {
-        match f.read(rest)? {
-            0 => return Ok(None),
-            k => n += k,
-        }
+    if n < buf.len() {
+        return Ok(None);
     }
     if &buf[..16] != b"SQLite format 3\0" {
         return Ok(None);

@@ -17,15 +17,25 @@
 //! 3. open cost per role and handle kind (open, pragmas, schema check, one query);
 //! 4. a host sweep of many idle sessions (`for_each_session` + `sweep_session`), with their
 //!    containers running, and with none running (wake on due messages);
-//! 5. a container's resident memory over a long run (a child process: module `memory`).
+//! 5. a container's resident memory over a long run (a child process: module `memory`);
+//! 6. issue 14's workloads (module `extended`): end-to-end latency and throughput through a
+//!    container process woken by change notification (`latency`), 10,000 idle sessions
+//!    (`scale`), the hostile files (`hostile`) and, with `--peer`, the older implementation's
+//!    poll statements in Node beside the idle polls (`peer`).
 //!
 //! Timings mean something only in an optimised build: run from a debug build (as the
 //! `cargo xtask` alias does), `bench` re-runs itself through `cargo run --release`.
 
 mod chart;
+mod extended;
 mod fixture;
+mod hostile;
+mod latency;
+mod latency_chart;
 mod memory;
+mod peer;
 mod raw;
+mod scale;
 mod workloads;
 
 use clap::Args;
@@ -120,9 +130,51 @@ pub struct BenchArgs {
     pub memory: Vec<u64>,
 
     /// Run only these workload groups, comma-separated: round_trip, idle_poll, open, sweep,
-    /// memory [default: all]
-    #[arg(long, value_name = "GROUP,...", value_delimiter = ',', value_parser = ["round_trip", "idle_poll", "open", "sweep", "memory"])]
+    /// memory, latency, throughput, scale, hostile [default: all]
+    #[arg(long, value_name = "GROUP,...", value_delimiter = ',', value_parser = ["round_trip", "idle_poll", "open", "sweep", "memory", "latency", "throughput", "scale", "hostile"])]
     pub only: Vec<String>,
+
+    /// Also run the older implementation's poll statements (Node, better-sqlite3, from
+    /// xtask/bench-peer) on the idle-poll files, side by side; reported unavailable, never
+    /// failing, when Node or better-sqlite3 is missing
+    #[arg(long)]
+    pub peer: bool,
+
+    /// Idle sessions in the scale workload [default: 10,000; --quick 1,000]
+    #[arg(long, value_name = "N")]
+    pub scale: Option<usize>,
+
+    /// Session counts of the end-to-end latency runs, comma-separated [default: 1,10,100;
+    /// --quick 1,10,50]; the largest is also the many-session throughput run's
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',')]
+    pub e2e_sessions: Vec<usize>,
+
+    /// Waves (one message per session each) of every end-to-end latency run
+    #[arg(long, value_name = "N")]
+    pub waves: Option<usize>,
+
+    /// Claims planted by the hostile workload (its extra tables are a fiftieth of this)
+    /// [default: 1,000,000; --quick 100,000]
+    #[arg(long, value_name = "N")]
+    pub hostile_size: Option<u64>,
+
+    /// Draw end-to-end latency against session count into FILE (SVG) [default with --svg:
+    /// beside it, named STEM-latency.svg]
+    #[arg(long, value_name = "FILE")]
+    pub latency_svg: Option<PathBuf>,
+
+    /// Internal: one hostile pass over session folder DIR in a fresh process
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub hostile_child: Option<PathBuf>,
+
+    /// Internal: follow the session folders listed in FILE and print the RSS growth
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub scale_memory_child: Option<PathBuf>,
+
+    /// Internal: run as the container process of the end-to-end workloads, one container
+    /// per session folder (repeatable)
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub e2e_child: Vec<PathBuf>,
 
     /// Measure in this process even when it is a debug build (for tests: numbers meaningless)
     #[arg(long)]
@@ -145,6 +197,7 @@ impl BenchArgs {
         flag(self.quick, "--quick");
         flag(self.json, "--json");
         flag(self.no_release, "--no-release");
+        flag(self.peer, "--peer");
         let mut opt = |name: &str, value: Option<std::ffi::OsString>| {
             if let Some(x) = value {
                 v.push(name.into());
@@ -176,6 +229,27 @@ impl BenchArgs {
         opt("--history", list(&self.history));
         opt("--sessions", self.sessions.map(|n| n.to_string().into()));
         opt("--memory", list(&self.memory));
+        opt("--scale", self.scale.map(|n| n.to_string().into()));
+        opt(
+            "--e2e-sessions",
+            (!self.e2e_sessions.is_empty()).then(|| {
+                self.e2e_sessions
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    .into()
+            }),
+        );
+        opt("--waves", self.waves.map(|n| n.to_string().into()));
+        opt(
+            "--hostile-size",
+            self.hostile_size.map(|n| n.to_string().into()),
+        );
+        opt(
+            "--latency-svg",
+            self.latency_svg.as_ref().map(|p| absolute(p).into()),
+        );
         opt(
             "--only",
             (!self.only.is_empty()).then(|| self.only.join(",").into()),
@@ -423,6 +497,9 @@ pub struct Report {
     pub scaling: Vec<Scaling>,
     /// The memory run.
     pub memory: Option<Memory>,
+    /// Issue 14's workloads: latency, throughput, scale, hostile files, the older
+    /// implementation side by side.
+    pub extended: extended::Extended,
     /// The targets.
     pub targets: Vec<Target>,
 }
@@ -431,6 +508,15 @@ pub struct Report {
 pub fn main(args: &BenchArgs) -> ExitCode {
     if let Some(dir) = &args.memory_child {
         return memory::child_main(dir);
+    }
+    if !args.e2e_child.is_empty() {
+        return latency::child_main(&args.e2e_child);
+    }
+    if let Some(dir) = &args.hostile_child {
+        return hostile::child_main(dir);
+    }
+    if let Some(list) = &args.scale_memory_child {
+        return scale::memory_child(list);
     }
     if cfg!(debug_assertions) && !args.no_release && std::env::var_os(RELEASE_ENV).is_none() {
         return rerun_release(args);
@@ -664,6 +750,7 @@ pub fn run(args: &BenchArgs) -> BenchResult<Report> {
         })
         .collect();
     let mut small_history: Option<sessionbus_store::SessionPaths> = None;
+    let mut history_paths: Vec<(u64, sessionbus_store::SessionPaths)> = Vec::new();
     let histories = if plan.runs_group("idle_poll") {
         plan.histories.clone()
     } else {
@@ -694,6 +781,7 @@ pub fn run(args: &BenchArgs) -> BenchResult<Report> {
                 disk_kind,
             ));
         }
+        history_paths.push((h, paths.clone()));
         if small_history.is_none() {
             small_history = Some(paths);
         }
@@ -831,8 +919,21 @@ pub fn run(args: &BenchArgs) -> BenchResult<Report> {
         })
     };
 
+    // 6. Issue 14's workloads.
+    let ext = extended::run(
+        &plan,
+        extended::ExtPlan::new(args),
+        args.peer,
+        (&disk_sessions, disk_kind),
+        match (&mem_sessions, &mem) {
+            (Some(ms), Some(m)) => Some((ms, storage_name(m.path()))),
+            _ => None,
+        },
+        &history_paths,
+    )?;
+
     let mut report = Report {
-        format: 1,
+        format: 2,
         quick: args.quick,
         release: !cfg!(debug_assertions),
         sqlite_version: sessionbus_schema::conn::sqlite_version(),
@@ -843,12 +944,22 @@ pub fn run(args: &BenchArgs) -> BenchResult<Report> {
         workloads,
         scaling,
         memory,
+        extended: ext,
         targets: Vec::new(),
     };
     report.targets = targets(&report);
+    report.targets.extend(extended::targets(&report));
     if let Some(svg) = args.svg.as_ref().filter(|_| !report.scaling.is_empty()) {
         chart::draw(svg, &report.scaling)?;
         progress(&format!("chart written to {}", svg.display()));
+    }
+    let latency_svg = args
+        .latency_svg
+        .clone()
+        .or_else(|| args.svg.as_deref().map(latency_chart::beside));
+    if let Some(svg) = latency_svg.filter(|_| !report.extended.latency.is_empty()) {
+        latency_chart::draw(&svg, &report.extended.latency)?;
+        progress(&format!("latency chart written to {}", svg.display()));
     }
     Ok(report)
 }
@@ -1076,6 +1187,7 @@ pub fn render_table(r: &Report) -> String {
             );
         }
     }
+    extended::render(r, &mut s);
     let met = r.targets.iter().filter(|t| t.met).count();
     let _ = writeln!(s, "\ntargets: {met} of {} met", r.targets.len());
     for t in &r.targets {

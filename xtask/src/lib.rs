@@ -70,7 +70,7 @@ pub enum Command {
     /// `sessionbus inspect`).
     Inspect(inspect::InspectArgs),
     /// Measure the library against a raw-SQLite baseline doing the same work.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Run a host, containers and a CLI writer under random faults; check nothing was lost,
     /// duplicated or corrupted.
     Soak(soak::SoakArgs),

@@ -114,7 +114,7 @@ impl Sweeper {
         control: &mut dyn ContainerControl,
         next_occurrence: &dyn Fn(&MessageIn) -> Option<NextOccurrence>,
     ) -> Result<SweepOutcome, RuntimeError> {
-        let paths = host.paths().clone();
+        let paths = host.paths();
         let counters = (
             sessionbus_store::stamp::change_counter(&paths.inbound)
                 .ok()
@@ -123,7 +123,7 @@ impl Sweeper {
                 .ok()
                 .flatten(),
         );
-        let running = control.is_running(&paths);
+        let running = control.is_running(paths);
         if let Some(mark) = self.quiet.get(&paths.dir) {
             let unchanged = mark.inbound == counters.0
                 && mark.outbound == counters.1
@@ -158,7 +158,7 @@ impl Sweeper {
         }
         // Quiet when nothing is pending or claimed now. The counters are the ones read before
         // the sweep, so a commit during it (ours included) makes the next sweep a full one.
-        let running_now = control.is_running(&paths);
+        let running_now = control.is_running(paths);
         // Quiet: nothing pending (read by the sweep's own ack sync) and nothing claimed. A
         // message or claim written since changed a counter read above.
         let quiet_tool = if report.acks.still_pending == 0 && report.outbound_unreadable.is_none() {

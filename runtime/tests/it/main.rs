@@ -25,3 +25,4 @@ mod skills_sync;
 mod sweep_frozen_commit;
 #[cfg(feature = "tokio")]
 mod tokio_host;
+mod wake;

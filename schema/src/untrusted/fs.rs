@@ -436,6 +436,43 @@ pub fn open_regular_file(path: &Path) -> Result<(File, NodeInfo), UntrustedFsErr
     UntrustedDir::open(parent)?.open_regular(name)
 }
 
+/// Reads up to `buf.len()` bytes from the start of the regular file at `path`, reached as
+/// [`open_regular_file`] reaches it (no link followed, no FIFO blocked on, checked with
+/// `fstat`), and returns how many were read. The descriptor stays non-blocking, which a regular
+/// file ignores: two system calls fewer than [`open_regular_file`] for callers that read a
+/// header and close (the host's sweep reads two per session per pass).
+pub fn read_regular_prefix(path: &Path, buf: &mut [u8]) -> Result<usize, UntrustedFsError> {
+    let (parent, name) = split_parent(path).ok_or_else(|| UntrustedFsError::BadName {
+        path: path.to_path_buf(),
+        reason: "the path has no file name",
+    })?;
+    let dir = UntrustedDir::open(parent)?;
+    let (fd, info) = dir.open_at(name, libc::O_RDONLY)?;
+    if info.kind != NodeKind::Regular {
+        return Err(UntrustedFsError::WrongKind {
+            path: path.to_path_buf(),
+            found: info.kind,
+        });
+    }
+    let mut file = File::from(fd);
+    let mut n = 0;
+    while n < buf.len() {
+        let Some(rest) = buf.get_mut(n..) else { break };
+        match io::Read::read(&mut file, rest) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(UntrustedFsError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// `lstat` of `path` (never followed, never opened): `None` when it does not exist.
 pub fn entry_info(path: &Path) -> Result<Option<NodeInfo>, UntrustedFsError> {
     let (parent, name) = split_parent(path).ok_or_else(|| UntrustedFsError::BadName {
@@ -457,6 +494,42 @@ mod tests {
     fn mkfifo(path: &Path) {
         let c = CString::new(path.as_os_str().as_bytes()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    }
+
+    #[test]
+    fn a_prefix_is_read_from_regular_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"hello world").unwrap();
+        let mut buf = [0u8; 5];
+        assert_eq!(
+            read_regular_prefix(&dir.path().join("f"), &mut buf).unwrap(),
+            5
+        );
+        assert_eq!(&buf, b"hello");
+        let mut big = [0u8; 64];
+        assert_eq!(
+            read_regular_prefix(&dir.path().join("f"), &mut big).unwrap(),
+            11
+        );
+        mkfifo(&dir.path().join("p"));
+        assert!(matches!(
+            read_regular_prefix(&dir.path().join("p"), &mut buf),
+            Err(UntrustedFsError::WrongKind {
+                found: NodeKind::Fifo,
+                ..
+            })
+        ));
+        std::os::unix::fs::symlink(dir.path().join("f"), dir.path().join("l")).unwrap();
+        assert!(matches!(
+            read_regular_prefix(&dir.path().join("l"), &mut buf),
+            Err(UntrustedFsError::WrongKind {
+                found: NodeKind::Symlink,
+                ..
+            })
+        ));
+        assert!(read_regular_prefix(&dir.path().join("missing"), &mut buf)
+            .unwrap_err()
+            .is_not_found());
     }
 
     #[test]

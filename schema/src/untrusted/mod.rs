@@ -22,11 +22,13 @@
 
 pub mod fs;
 mod harden;
+mod schema_pages;
 pub mod shape;
 mod vfs;
 
 pub use fs::{NodeInfo, NodeKind, UntrustedDir, UntrustedFsError};
 pub use harden::{MAX_VALUE_BYTES, MAX_VM_STEPS};
+pub use schema_pages::MAX_SCHEMA_PAGES;
 pub use shape::{ExpectedTable, HOST_READS_OUTBOUND, MAX_SCHEMA_ENTRIES};
 pub use vfs::TEMP_FILE_CAP;
 
@@ -152,6 +154,11 @@ pub(crate) fn open(
             })
         }
         _ => {}
+    }
+    if let Some(detail) =
+        schema_pages::too_large(&main).map_err(|source| DbError::Io { at: at(), source })?
+    {
+        return Err(DbError::RefusedSchema { at: at(), detail });
     }
     let mut journal = leaf.to_os_string();
     journal.push("-journal");

@@ -354,3 +354,38 @@ fn any_file_in_the_containers_folder_can_be_read_as_untrusted_with_its_own_table
         r.err()
     );
 }
+
+#[test]
+fn a_schema_too_large_to_parse_is_refused_from_the_file_itself() {
+    // Thousands of planted tables: refused from page 1 of the raw file, before SQLite parses
+    // the schema (the entry cap would refuse them too, but only after that parse).
+    let many: String = (0..3000)
+        .map(|i| format!("CREATE TABLE planted_{i} (a, b, c);"))
+        .collect();
+    // Few tables with long statements: the schema's B-tree grows a third level.
+    let long: String = (0..600)
+        .map(|i| {
+            format!(
+                "CREATE TABLE wide_{i} (c TEXT DEFAULT '{}');",
+                "x".repeat(3000)
+            )
+        })
+        .collect();
+    for (name, sql) in [("many", many), ("long", long)] {
+        let fx = fixture();
+        raw_exec(&fx.outbound, &format!("BEGIN; {sql} COMMIT;"));
+        let err = quick(name, || count_rows(&fx.outbound).unwrap_err());
+        match &err {
+            DbError::RefusedSchema { detail, .. } => {
+                assert!(
+                    detail.contains("before SQLite parses it"),
+                    "{name}: {detail}"
+                )
+            }
+            other => panic!("{name}: {other}"),
+        }
+    }
+    // An honest file's schema is nowhere near the bound.
+    let fx = fixture();
+    assert_eq!(count_rows(&fx.outbound).unwrap(), 0);
+}

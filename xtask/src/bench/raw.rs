@@ -321,7 +321,64 @@ impl RawSession {
         Self::writer(&self.outbound, &self.out_rw, &self.out_versions)
     }
     fn out_reader(&self) -> BenchResult<Connection> {
-        Self::reader(&self.outbound, &self.out_ro, &self.out_versions)
+        let c = Self::reader(&self.outbound, &self.out_ro, &self.out_versions)?;
+        Self::shape_check(&c)?;
+        Ok(c)
+    }
+
+    /// The host's check of the container's schema before it reads (`schema::untrusted`'s
+    /// shape check, the same statements): at most `MAX_SCHEMA_ENTRIES` entries, no view, every
+    /// table read an ordinary table with the columns selected and none generated.
+    fn shape_check(c: &Connection) -> BenchResult<()> {
+        use sessionbus_schema::untrusted::{HOST_READS_OUTBOUND, MAX_SCHEMA_ENTRIES};
+        let mut st = c
+            .prepare(&format!(
+                "SELECT type AS kind, name, sql FROM sqlite_master LIMIT {}",
+                MAX_SCHEMA_ENTRIES + 1
+            ))
+            .map_err(err)?;
+        let rows: Vec<(String, String, Option<String>)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        if rows.len() as i64 > MAX_SCHEMA_ENTRIES || rows.iter().any(|r| r.0 == "view") {
+            return Err("raw: schema refused".into());
+        }
+        for t in HOST_READS_OUTBOUND {
+            let Some(entry) = rows.iter().find(|r| r.1.eq_ignore_ascii_case(t.name)) else {
+                if t.required {
+                    return Err(format!("raw: table {} is missing", t.name));
+                }
+                continue;
+            };
+            let plain = entry.0.eq_ignore_ascii_case("table")
+                && entry.2.as_deref().is_some_and(|sql| {
+                    sql.trim_start()
+                        .to_ascii_lowercase()
+                        .starts_with("create table")
+                });
+            if !plain {
+                return Err(format!("raw: {} is not an ordinary table", t.name));
+            }
+            let mut st = c
+                .prepare("SELECT name, hidden FROM pragma_table_xinfo(?1) LIMIT 200")
+                .map_err(err)?;
+            let columns: Vec<(String, i64)> = st
+                .query_map([t.name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(err)?
+                .collect::<Result<_, _>>()
+                .map_err(err)?;
+            if columns.iter().any(|c| c.1 != 0)
+                || !t
+                    .columns
+                    .iter()
+                    .all(|want| columns.iter().any(|c| c.0.eq_ignore_ascii_case(want)))
+            {
+                return Err(format!("raw: {} has the wrong columns", t.name));
+            }
+        }
+        Ok(())
     }
 
     // ---------------------------------------------------------------------------------

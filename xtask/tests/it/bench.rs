@@ -24,6 +24,14 @@ fn tiny_bench(extra: &[&str]) -> (std::process::Output, tempfile::TempDir) {
             "3",
             "--memory",
             "20,40",
+            "--scale",
+            "3",
+            "--e2e-sessions",
+            "1,2",
+            "--waves",
+            "2",
+            "--hostile-size",
+            "100",
         ])
         .arg("--dir")
         .arg(tmp.path().join("disk"))
@@ -53,7 +61,7 @@ fn quick_json_report_has_every_workload_with_finite_ratios_and_draws_the_chart()
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stderr}"));
 
-    assert_eq!(report["format"], 1);
+    assert_eq!(report["format"], 2);
     assert_eq!(report["quick"], true);
     assert!(report["sqlite_version"].as_str().unwrap().starts_with('3'));
     let workloads = report["workloads"].as_array().expect("workloads");
@@ -116,10 +124,82 @@ fn quick_json_report_has_every_workload_with_finite_ratios_and_draws_the_chart()
     }
     finite(&report["memory"]["peak_growth"], "memory growth");
 
+    let ext = &report["extended"];
+    let latency = ext["latency"].as_array().expect("latency runs");
+    let shapes: Vec<(String, u64)> = latency
+        .iter()
+        .map(|l| {
+            (
+                l["mode"].as_str().unwrap().to_string(),
+                l["sessions"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shapes,
+        vec![
+            ("inotify".to_string(), 1),
+            ("inotify".to_string(), 2),
+            ("polling".to_string(), 1),
+            // One session again on --dir, when --mem-dir is another folder.
+            ("inotify".to_string(), 1),
+        ]
+    );
+    for l in latency {
+        assert_eq!(
+            l["samples"].as_u64(),
+            Some(2 * l["sessions"].as_u64().unwrap())
+        );
+        finite(&l["p50_ms"], "latency p50");
+        finite(&l["p99_ms"], "latency p99");
+        finite(&l["worst_session_p99_ms"], "worst session p99");
+        let modes = l["container_modes"].as_array().expect("container modes");
+        assert_eq!(modes.len(), 1, "{modes:?}");
+        let mode = modes[0].as_str().unwrap();
+        if l["mode"] == "polling" {
+            assert!(mode.starts_with("polling (requested"), "{mode}");
+        } else {
+            assert_eq!(mode, "inotify", "a temp dir on a local disk");
+        }
+    }
+    let tput = ext["throughput"].as_array().expect("throughput runs");
+    assert_eq!(tput.len(), 4, "one session and many, in each folder");
+    for t in tput {
+        finite(&t["msgs_per_sec"], "throughput");
+    }
+    assert_eq!(tput[1]["sessions"], 2);
+    assert_eq!(ext["scale"]["sessions"], 3);
+    for side in 0..2 {
+        finite(&ext["scale"]["cold_ms"][side]["median"], "cold pass");
+        finite(&ext["scale"]["steady_ms"][side]["median"], "steady pass");
+    }
+    let hostile = ext["hostile"].as_array().expect("hostile runs");
+    let attacks: Vec<&str> = hostile
+        .iter()
+        .map(|h| h["attack"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        attacks,
+        [
+            "claims",
+            "huge_rows",
+            "many_tables",
+            "deep_schema",
+            "far_future"
+        ]
+    );
+    for h in hostile {
+        finite(&h["worst_ms"], "hostile pass");
+    }
+
     let targets = report["targets"].as_array().expect("targets");
     // A ratio per workload, a growth per idle poll, one per sweep (running, stopped, steady
-    // state), one for memory.
-    assert_eq!(targets.len(), workloads.len() + 3 + 3 + 1);
+    // state), one for memory; then latency p50 and p99 of each one-session run and the
+    // busiest run's worst session, the idle CPU of the two modes, the scale's steady and cold
+    // passes and their two ratios, the hostile time and memory.
+    assert_eq!(targets.len(), workloads.len() + 3 + 3 + 1 + 5 + 1 + 4 + 2);
+    let cpu = ext["idle_cpu"].as_array().expect("idle CPU runs");
+    assert_eq!(cpu.len(), 2);
     assert!(targets.iter().all(|t| t["met"].is_boolean()));
 
     let chart = std::fs::read_to_string(&svg).expect("the chart was written");
@@ -128,6 +208,38 @@ fn quick_json_report_has_every_workload_with_finite_ratios_and_draws_the_chart()
         chart.contains("host ack sync (raw baseline)"),
         "legend missing"
     );
+    let latency_chart =
+        std::fs::read_to_string(tmp_svg.path().join("idle-latency.svg")).expect("latency chart");
+    assert!(
+        latency_chart.contains("change notification p99"),
+        "legend missing"
+    );
+}
+
+#[test]
+fn the_older_implementation_column_never_fails_the_bench() {
+    let (out, _tmp) = tiny_bench(&["--only", "idle_poll", "--peer", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let peer = &report["extended"]["peer"];
+    if peer["available"] == true {
+        let points = peer["points"].as_array().unwrap();
+        assert_eq!(points.len(), 2, "one per history");
+        for p in points {
+            for (_, fig) in p["polls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| (x[0].clone(), x[1].clone()))
+            {
+                finite(&fig["median"], "peer poll");
+            }
+        }
+    } else {
+        assert_eq!(peer["available"], false);
+        assert!(!peer["reason"].as_str().unwrap().is_empty());
+    }
 }
 
 #[test]
