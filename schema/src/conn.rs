@@ -336,10 +336,17 @@ impl DbFile {
                     }
                     Some(_) => {}
                 }
-                file_uri(path, "ro").map_err(|source| DbError::Io {
+                let mut uri = file_uri(path, "ro").map_err(|source| DbError::Io {
                     at: self.at(op),
                     source,
-                })?
+                })?;
+                // Across a FUSE mount a journal the writer already deleted can stay visible
+                // for a second and stop every read as "hot": ask the file server instead.
+                if crate::journal_probe::available() {
+                    uri.push_str("&vfs=");
+                    uri.push_str(&crate::journal_probe::VFS_NAME.to_string_lossy());
+                }
+                uri
             }
             Location::MemDb(name) => format!("file:/{name}?vfs=memdb&mode=ro"),
         };

@@ -42,6 +42,7 @@
 pub mod conn;
 pub mod error;
 pub mod inbound;
+mod journal_probe;
 pub mod migrate;
 pub mod outbound;
 pub mod time;

@@ -354,6 +354,19 @@ impl BindMount {
         mode: CacheMode,
         allow_other: bool,
     ) -> Result<BindMount, MountError> {
+        BindMount::with_options(source, mode, allow_other, &[])
+    }
+
+    /// Like [`BindMount::with_access`], with more FUSE options after the cache mode (each one
+    /// `name` or `name=value`, such as `entry_timeout=3600`: a name looked up through the
+    /// mount stays cached for an hour, which makes the window a real mount's 1 s default
+    /// leaves open last as long as a test needs it).
+    pub fn with_options(
+        source: &Path,
+        mode: CacheMode,
+        allow_other: bool,
+        options: &[&str],
+    ) -> Result<BindMount, MountError> {
         fuse_status()?;
         static CLEANUP: Once = Once::new();
         CLEANUP.call_once(|| {
@@ -386,9 +399,13 @@ impl BindMount {
         if !allow_other {
             cmd.arg("--no-allow-other");
         }
+        let option = std::iter::once(mode.option())
+            .chain(options.iter().copied())
+            .collect::<Vec<_>>()
+            .join(",");
         let out = match cmd
             .arg("-o")
-            .arg(mode.option())
+            .arg(&option)
             .arg(&source)
             .arg(&mount_point)
             .stdin(Stdio::null())
@@ -400,7 +417,7 @@ impl BindMount {
         if !out.status.success() {
             return fail(format!(
                 "bindfs -o {} {} {} failed ({}): {}",
-                mode.option(),
+                option,
                 source.display(),
                 mount_point.display(),
                 out.status,
@@ -480,6 +497,14 @@ impl MountedSession {
     pub fn new(mode: CacheMode) -> Result<MountedSession, MountError> {
         let session = TempSession::try_new().map_err(MountError::Failed)?;
         let mount = BindMount::new(session.dir(), mode)?;
+        Ok(MountedSession { mount, session })
+    }
+
+    /// A fresh session folder, mounted in `mode` with more FUSE options (see
+    /// [`BindMount::with_options`]).
+    pub fn with_options(mode: CacheMode, options: &[&str]) -> Result<MountedSession, MountError> {
+        let session = TempSession::try_new().map_err(MountError::Failed)?;
+        let mount = BindMount::with_options(session.dir(), mode, false, options)?;
         Ok(MountedSession { mount, session })
     }
 

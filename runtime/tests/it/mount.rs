@@ -154,6 +154,57 @@ fn a_fresh_reader_through_an_auto_cache_mount_sees_each_commit_within_the_attrib
     }
 }
 
+/// The host's commit creates `inbound.db-journal` and deletes it a moment later. A container
+/// that looked the name up in between keeps it in the mount's entry cache (1 s by default;
+/// an hour here, so that the window does not depend on timing). SQLite's own existence check
+/// believes the cache, cannot open the journal, takes it for hot and refuses to read; the
+/// library's reader asks the file server, which says the journal is gone, and reads.
+#[test]
+fn a_journal_deleted_behind_the_mounts_name_cache_does_not_stop_a_fresh_reader() {
+    require_fuse();
+    let s = MountedSession::with_options(CacheMode::DirectIo, &["entry_timeout=3600"]).unwrap();
+    s.host()
+        .inbound()
+        .write_message(&NewMessage::chat("m1", "hello"))
+        .unwrap();
+    let through_mount = s.container_paths().inbound;
+    let journal = |p: &Path| {
+        let mut name = p.as_os_str().to_owned();
+        name.push("-journal");
+        PathBuf::from(name)
+    };
+    let host_journal = journal(&sessionbus_store::SessionPaths::new(s.host_dir()).inbound);
+    std::fs::write(&host_journal, b"a commit in progress").unwrap();
+    let seen = std::fs::metadata(journal(&through_mount)).expect("the journal through the mount");
+    assert!(seen.len() > 0);
+    std::fs::remove_file(&host_journal).unwrap();
+    assert!(
+        std::fs::metadata(journal(&through_mount)).is_ok(),
+        "the mount's name cache still shows the deleted journal"
+    );
+
+    // SQLite's own check, through the same mount: the stale name stops the read.
+    let sql = "SELECT count(*) AS n FROM messages_in";
+    let plain = fresh_count(&through_mount, sql);
+    assert!(
+        plain
+            .as_ref()
+            .is_err_and(|e| e.contains("readonly") || e.contains("read-only")),
+        "a plain reader takes the stale name for a hot journal: {plain:?}"
+    );
+
+    // The library's reader is not fooled.
+    let container = ContainerSession::open(s.container_dir()).unwrap();
+    let ids: Vec<String> = container
+        .inbound()
+        .pending()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, ["m1"]);
+}
+
 #[test]
 fn kernel_cache_freezes_even_fresh_opens_and_the_container_stops_with_a_diagnosis() {
     require_fuse();
