@@ -26,6 +26,24 @@ pub struct ClaimRecord {
     pub settled: bool,
 }
 
+/// What one sweep reads from the host's own file ([`InboundWriter::sweep_view`]), as of one
+/// read transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SweepView {
+    /// Ids of the pending messages.
+    pub pending: Vec<String>,
+    /// The claims recorded for pending messages.
+    pub claims: Vec<ClaimRecord>,
+    /// A finished recurring message has no next occurrence yet (an ack sync must write even
+    /// when no final ack is new).
+    pub open_series: bool,
+    /// When the host last saw the session do anything (see [`InboundWriter::last_activity`]).
+    pub last_activity: Option<Timestamp>,
+    /// How many messages are due now (see [`InboundWriter::count_due`]).
+    pub due: usize,
+}
+
 impl InboundWriter {
     /// Ids of the pending messages (bounded by what is pending, not by history).
     pub fn pending_ids(&self) -> Result<Vec<String>> {
@@ -40,25 +58,24 @@ impl InboundWriter {
     /// these yet.
     pub fn last_activity(&self) -> Result<Option<Timestamp>> {
         fileio::read_own(self.file(), "read last activity", |c| {
-            let newest_message: Option<String> = messages_in::table
-                .order(messages_in::seq.desc())
-                .select(messages_in::timestamp)
-                .first(c)
-                .optional()?;
-            let newest_delivery: Option<String> = diesel::sql_query(
-                "SELECT delivered_at AS t FROM delivered ORDER BY rowid DESC LIMIT 1",
-            )
-            .get_result::<TimeRow>(c)
-            .optional()?
-            .map(|r| r.t);
-            let newest_claim: Option<String> = claim_records::table
-                .select(diesel::dsl::max(claim_records::seen_at))
-                .first::<Option<String>>(c)?;
-            Ok([newest_message, newest_delivery, newest_claim]
-                .into_iter()
-                .flatten()
-                .filter_map(|t| Timestamp::parse(&t).ok())
-                .max())
+            Ok(last_activity_on(c)?)
+        })
+    }
+
+    /// Everything one sweep of the session reads from the host's own file, in one open (each
+    /// open costs SQLite a parse of the schema): the pending ids, the claim records, whether
+    /// a recurring series waits for its next occurrence, when the session last did anything
+    /// and how many messages are due now.
+    pub fn sweep_view(&self) -> Result<SweepView> {
+        let now = self.clock().now();
+        fileio::read_own(self.file(), "read the sweep's view", |c| {
+            Ok(SweepView {
+                pending: crate::inbound_writer::pending_ids(c)?,
+                claims: records_on(c)?,
+                open_series: crate::inbound_writer::has_open_series(c)?,
+                last_activity: last_activity_on(c)?,
+                due: crate::inbound_writer::count_due_on(c, now)?,
+            })
         })
     }
 
@@ -197,6 +214,29 @@ fn records_on(c: &mut SqliteConnection) -> QueryResult<Vec<ClaimRecord>> {
             settled: settled_at.is_some(),
         })
         .collect())
+}
+
+/// The newest of: a message written, an outbound row recorded delivered or failed, a claim
+/// seen (see [`InboundWriter::last_activity`]).
+fn last_activity_on(c: &mut SqliteConnection) -> QueryResult<Option<Timestamp>> {
+    let newest_message: Option<String> = messages_in::table
+        .order(messages_in::seq.desc())
+        .select(messages_in::timestamp)
+        .first(c)
+        .optional()?;
+    let newest_delivery: Option<String> =
+        diesel::sql_query("SELECT delivered_at AS t FROM delivered ORDER BY rowid DESC LIMIT 1")
+            .get_result::<TimeRow>(c)
+            .optional()?
+            .map(|r| r.t);
+    let newest_claim: Option<String> = claim_records::table
+        .select(diesel::dsl::max(claim_records::seen_at))
+        .first::<Option<String>>(c)?;
+    Ok([newest_message, newest_delivery, newest_claim]
+        .into_iter()
+        .flatten()
+        .filter_map(|t| Timestamp::parse(&t).ok())
+        .max())
 }
 
 /// Drops the claim records of messages that are no longer pending (or gone).

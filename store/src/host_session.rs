@@ -1,5 +1,6 @@
 //! The host's view of a session: it writes inbound.db and reads outbound.db, nothing else.
 
+use crate::bookkeeping::SweepView;
 use crate::error::Result;
 use crate::fileio;
 use crate::inbound_writer::{self as iw, InboundWriter, NextOccurrence, SyncReport};
@@ -167,19 +168,47 @@ impl HostSession {
         acks: &[Ack],
         next_occurrence: &dyn Fn(&MessageIn) -> Option<NextOccurrence>,
     ) -> Result<SyncReport> {
+        self.apply_final_acks(pending, acks, next_occurrence, || {
+            fileio::read_own(self.inbound.file(), "sync acks", |c| {
+                Ok(iw::has_open_series(c)?)
+            })
+        })
+    }
+
+    /// [`HostSession::apply_acks`] for the pending messages of a sweep's `view` (read in the
+    /// sweep's one open of the own file), without opening the file again to learn whether a
+    /// recurring series waits: an idle session's sync then opens nothing.
+    pub fn apply_acks_in(
+        &self,
+        view: &SweepView,
+        acks: &[Ack],
+        next_occurrence: &dyn Fn(&MessageIn) -> Option<NextOccurrence>,
+    ) -> Result<SyncReport> {
+        self.apply_final_acks(view.pending.len(), acks, next_occurrence, || {
+            Ok(view.open_series)
+        })
+    }
+
+    fn apply_final_acks(
+        &self,
+        pending: usize,
+        acks: &[Ack],
+        next_occurrence: &dyn Fn(&MessageIn) -> Option<NextOccurrence>,
+        open_series: impl FnOnce() -> Result<bool>,
+    ) -> Result<SyncReport> {
         const OP: &str = "sync acks";
         let finals: Vec<Ack> = acks
             .iter()
             .filter(|a| matches!(a.status, AckStatus::Completed | AckStatus::Failed))
             .cloned()
             .collect();
-        let file = self.inbound.file();
-        if finals.is_empty() && !fileio::read_own(file, OP, |c| Ok(iw::has_open_series(c)?))? {
+        if finals.is_empty() && !open_series()? {
             return Ok(SyncReport {
                 still_pending: pending,
                 ..SyncReport::default()
             });
         }
+        let file = self.inbound.file();
         let now = self.clock().now();
         let mut report = fileio::write(file, OP, |c| {
             iw::apply_final_acks(c, file, &finals, next_occurrence, now)

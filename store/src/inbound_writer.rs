@@ -254,17 +254,7 @@ impl InboundWriter {
     pub fn count_due(&self) -> Result<usize> {
         let now = self.clock.now();
         fileio::read_own(&self.file, "count due messages", |c| {
-            // `system` rows are answers to a running agent's own question: they never wake one.
-            let rows: Vec<Option<String>> = messages_in::table
-                .filter(messages_in::status.eq(MessageStatus::Pending.as_str()))
-                .filter(messages_in::trigger.eq(1))
-                .filter(messages_in::kind.ne(MessageKind::System.as_str()))
-                .select(messages_in::process_after)
-                .load(c)?;
-            Ok(rows
-                .into_iter()
-                .filter(|p| p.as_ref().is_none_or(|t| TimeText(t.clone()).is_due(now)))
-                .count())
+            Ok(count_due_on(c, now)?)
         })
     }
 
@@ -597,6 +587,21 @@ pub(crate) fn has_open_series(c: &mut SqliteConnection) -> QueryResult<bool> {
         .first::<String>(c)
         .optional()?
         .is_some())
+}
+
+/// How many messages are due at `now` (see [`InboundWriter::count_due`]).
+pub(crate) fn count_due_on(c: &mut SqliteConnection, now: Timestamp) -> QueryResult<usize> {
+    // `system` rows are answers to a running agent's own question: they never wake one.
+    let rows: Vec<Option<String>> = messages_in::table
+        .filter(messages_in::status.eq(MessageStatus::Pending.as_str()))
+        .filter(messages_in::trigger.eq(1))
+        .filter(messages_in::kind.ne(MessageKind::System.as_str()))
+        .select(messages_in::process_after)
+        .load(c)?;
+    Ok(rows
+        .into_iter()
+        .filter(|p| p.as_ref().is_none_or(|t| TimeText(t.clone()).is_due(now)))
+        .count())
 }
 
 /// Pending ids of the host's own file (bounded by what is pending, not by history).

@@ -22,7 +22,7 @@ use crate::liveness::{
 use sessionbus_schema::Timestamp;
 use sessionbus_store::{
     AckStatus, ClaimRecord, ContainerState, HostSession, MessageIn, MessageStatus, NextOccurrence,
-    RetryUpdate, SyncReport, TimeText,
+    RetryUpdate, SweepView, SyncReport, TimeText,
 };
 use std::collections::{BTreeMap, HashSet};
 
@@ -112,6 +112,8 @@ pub struct SweepReport {
     /// Why the container's file could not be read this time (the sweep then judged the
     /// container by its heartbeat and the claims the host saw before).
     pub outbound_unreadable: Option<String>,
+    /// The tool the container said it was running, when its file could be read.
+    pub tool: Option<ToolInFlight>,
 }
 
 /// What the container's file said, when it could be read.
@@ -127,14 +129,14 @@ struct Observed {
 /// `Err` is the container's file failing to read (the caller decides what that means).
 fn observe(
     host: &HostSession,
-    pending: &[String],
+    view: &SweepView,
     next_occurrence: &dyn Fn(&MessageIn) -> Option<NextOccurrence>,
 ) -> Result<Result<(Observed, SyncReport), sessionbus_store::StoreError>, RuntimeError> {
-    let (acks, state) = match host.outbound().acks_and_state(pending) {
+    let (acks, state) = match host.outbound().acks_and_state(&view.pending) {
         Ok(read) => read,
         Err(e) => return Ok(Err(e)),
     };
-    let sync = host.apply_acks(pending.len(), &acks, next_occurrence)?;
+    let sync = host.apply_acks_in(view, &acks, next_occurrence)?;
     let done: HashSet<&String> = sync.completed.iter().chain(&sync.failed).collect();
     let claims = acks
         .iter()
@@ -167,8 +169,10 @@ pub fn sweep_session(
     let mut report = SweepReport::default();
     let now = host.clock().now();
     let mut running = control.is_running(&paths);
-    let pending = host.inbound().pending_ids()?;
-    let observed = match observe(host, &pending, next_occurrence)? {
+    // One open of the own file for everything an idle session needs from it.
+    let view = host.inbound().sweep_view()?;
+    let pending = &view.pending;
+    let observed = match observe(host, &view, next_occurrence)? {
         Ok((observed, sync)) => {
             report.acks = sync;
             Some(observed)
@@ -180,18 +184,23 @@ pub fn sweep_session(
             None
         }
     };
-    let records = host.inbound().claim_records()?;
+    report.tool = observed.as_ref().and_then(|o| o.tool.clone());
+    // The view's records are of messages pending before the sync; one it finished has left.
+    let records = if report.acks.completed.is_empty() && report.acks.failed.is_empty() {
+        view.claims.clone()
+    } else {
+        host.inbound().claim_records()?
+    };
     if running {
         if let Some(o) = observed.as_ref().filter(|o| !o.claims.is_empty()) {
             host.inbound().record_claims(&o.claims)?;
         }
         // A container started after the heartbeat file was last touched has not beaten yet.
         let beat = heartbeat::mtime(&paths.heartbeat)?.max(opts.started_at);
-        let tool = observed.as_ref().and_then(|o| o.tool.clone());
         let live = live_claims(&records, observed.as_ref());
-        let mut decision = liveness::decide(now, beat, tool.as_ref(), &live);
+        let mut decision = liveness::decide(now, beat, report.tool.as_ref(), &live);
         if decision == StuckDecision::Healthy && pending.is_empty() && live.is_empty() {
-            if let Some(reason) = idle_reason(host, opts.idle_after, now)? {
+            if let Some(reason) = idle_reason(view.last_activity, opts.idle_after, now) {
                 decision = StuckDecision::Kill { reason };
             }
         }
@@ -209,10 +218,23 @@ pub fn sweep_session(
         report.decision = Some(decision);
     }
     let to_settle = claims_to_settle(&records, observed.as_ref(), running);
+    // The view's due count stands unless this sweep changed what is pending: settled claims
+    // (a retry scheduled later, a failure) or a sync that finished or continued something.
+    let unchanged = to_settle.is_empty()
+        && report.acks.completed.is_empty()
+        && report.acks.failed.is_empty()
+        && report.acks.recurrences.is_empty();
     if !to_settle.is_empty() {
         settle(host, &to_settle, opts.retry, now, &mut report)?;
     }
-    if opts.wake && !running && host.inbound().count_due()? > 0 {
+    let due = |host: &HostSession| -> Result<usize, RuntimeError> {
+        Ok(if unchanged {
+            view.due
+        } else {
+            host.inbound().count_due()?
+        })
+    };
+    if opts.wake && !running && due(host)? > 0 {
         control
             .start(&paths)
             .map_err(|source| RuntimeError::Control {
@@ -225,21 +247,15 @@ pub fn sweep_session(
     Ok(report)
 }
 
-/// [`KillReason::Idle`] when nothing happened for longer than `limit`.
+/// [`KillReason::Idle`] when nothing happened (as of `last`) for longer than `limit`.
 fn idle_reason(
-    host: &HostSession,
+    last: Option<Timestamp>,
     limit: Option<std::time::Duration>,
     now: Timestamp,
-) -> Result<Option<KillReason>, RuntimeError> {
-    let Some(limit) = limit else {
-        return Ok(None);
-    };
-    let limit_ms = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
-    let Some(last) = host.inbound().last_activity()? else {
-        return Ok(None);
-    };
-    let idle_ms = now.millis_since(last);
-    Ok((idle_ms > limit_ms).then_some(KillReason::Idle { idle_ms, limit_ms }))
+) -> Option<KillReason> {
+    let limit_ms = i64::try_from(limit?.as_millis()).unwrap_or(i64::MAX);
+    let idle_ms = now.millis_since(last?);
+    (idle_ms > limit_ms).then_some(KillReason::Idle { idle_ms, limit_ms })
 }
 
 /// Whether the session's container is working on something now, for a typing indicator:

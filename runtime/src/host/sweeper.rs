@@ -1,6 +1,6 @@
 //! Sweeping many sessions again and again, skipping the ones where nothing can have changed.
 
-use super::sweep::{sweep_session, tool_in_flight, SweepOptions, SweepReport};
+use super::sweep::{sweep_session, SweepOptions, SweepReport};
 use super::ContainerControl;
 use crate::error::RuntimeError;
 use crate::heartbeat;
@@ -161,19 +161,14 @@ impl Sweeper {
         let running_now = control.is_running(paths);
         // Quiet: nothing pending (read by the sweep's own ack sync) and nothing claimed. A
         // message or claim written since changed a counter read above.
-        let quiet_tool = if report.acks.still_pending == 0 && report.outbound_unreadable.is_none() {
-            Some(tool_in_flight(host.outbound().container_state()?))
-        } else {
-            None
-        };
-        if let Some(tool) = quiet_tool {
+        if report.acks.still_pending == 0 && report.outbound_unreadable.is_none() {
             self.quiet.insert(
                 paths.dir.clone(),
                 QuietMark {
                     inbound: counters.0,
                     outbound: counters.1,
                     running: running_now && running,
-                    heartbeat_limit_ms: liveness::heartbeat_limit_ms(tool.as_ref()),
+                    heartbeat_limit_ms: liveness::heartbeat_limit_ms(report.tool.as_ref()),
                     at: std::time::Instant::now(),
                 },
             );

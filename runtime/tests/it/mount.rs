@@ -10,6 +10,8 @@
 //!   reader in DELETE mode see every commit;
 //! - under `kernel_cache` nothing new is ever seen, even by fresh opens: the container notices
 //!   from the host's generation stamp and stops with a diagnosis instead of polling forever.
+//! - a journal the host already deleted stays in the mount's name cache: SQLite's own check
+//!   takes it for a hot journal and refuses to read, the library's reader asks the file server.
 //!
 //! The mount guard's clean-up (on a panic, and of mounts an interrupted run left) is tested
 //! here too. Without `/dev/fuse` or bindfs every test here fails, saying so.

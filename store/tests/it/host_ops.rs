@@ -117,6 +117,36 @@ fn ids_with_path_tricks_are_refused() {
 }
 
 #[test]
+fn the_sweep_view_reads_in_one_open_what_the_separate_reads_return() {
+    let s = TempSession::new();
+    let h = s.host();
+    let empty = h.inbound().sweep_view().unwrap();
+    assert_eq!(empty, SweepView::default());
+    let later = s.clock.now().plus_millis(60_000);
+    h.inbound()
+        .write_messages(&[
+            message("now", "x").build(),
+            message("later", "x").after(later).build(),
+        ])
+        .unwrap();
+    h.inbound()
+        .record_claims(&[Claim {
+            message_id: "now".into(),
+            claimed_at: TimeText(s.clock.now().to_iso()),
+        }])
+        .unwrap();
+    let view = h.inbound().sweep_view().unwrap();
+    assert_eq!(view.pending, h.inbound().pending_ids().unwrap());
+    assert_eq!(view.claims, h.inbound().claim_records().unwrap());
+    assert_eq!(view.claims.len(), 1);
+    assert_eq!(view.due, h.inbound().count_due().unwrap());
+    assert_eq!(view.due, 1);
+    assert_eq!(view.last_activity, h.inbound().last_activity().unwrap());
+    assert!(view.last_activity.is_some());
+    assert!(!view.open_series);
+}
+
+#[test]
 fn count_due_counts_pending_triggering_due_rows_only() {
     let s = TempSession::new();
     let h = s.host();
