@@ -19,7 +19,7 @@ pub use deliver::{deliver_session, Deliverer, DeliveryReport};
 pub use sweep::{
     activity, decide_now, sweep_session, Activity, SweepOptions, SweepReport, DEFAULT_IDLE_AFTER,
 };
-pub use sweeper::{SweepOutcome, Sweeper};
+pub use sweeper::{NextOccurrenceFn, SweepOutcome, Sweeper};
 
 use crate::control::CallerError;
 use crate::error::RuntimeError;

@@ -7,6 +7,25 @@ use crate::heartbeat;
 use crate::liveness;
 use sessionbus_store::{HostSession, MessageIn, NextOccurrence};
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// For a completed recurring task, the next occurrence to insert (cron is the caller's); see
+/// [`Sweeper::with_next_occurrence`].
+pub type NextOccurrenceFn = dyn Fn(&MessageIn) -> Option<NextOccurrence> + Send + Sync;
+
+/// A sweeper's recurrence hook (none: recurring tasks are not continued).
+#[derive(Clone, Default)]
+struct Recurrence(Option<Arc<NextOccurrenceFn>>);
+
+impl std::fmt::Debug for Recurrence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Recurrence(hook)"
+        } else {
+            "Recurrence(none)"
+        })
+    }
+}
 
 /// What a session looked like when a full sweep found it quiet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +58,7 @@ pub struct Sweeper {
     start_failures: std::collections::HashMap<PathBuf, StartFailures>,
     start_backoff: Option<std::time::Duration>,
     started: std::collections::HashMap<PathBuf, sessionbus_schema::Timestamp>,
+    next_occurrence: Recurrence,
 }
 
 /// A session whose container failed to start: how often in a row, and when to try again.
@@ -73,6 +93,27 @@ impl Sweeper {
             opts,
             ..Sweeper::default()
         }
+    }
+
+    /// The same sweeper with a recurrence hook: for each completed recurring task, the next
+    /// occurrence to insert in the same transaction (see [`sweep_session`]). Without one,
+    /// nothing is continued.
+    pub fn with_next_occurrence(
+        self,
+        f: impl Fn(&MessageIn) -> Option<NextOccurrence> + Send + Sync + 'static,
+    ) -> Self {
+        self.with_shared_next_occurrence(Arc::new(f))
+    }
+
+    /// [`Sweeper::with_next_occurrence`] with a hook shared with other sweepers.
+    pub fn with_shared_next_occurrence(mut self, f: Arc<NextOccurrenceFn>) -> Self {
+        self.set_next_occurrence(f);
+        self
+    }
+
+    /// Replaces the recurrence hook in place.
+    pub(crate) fn set_next_occurrence(&mut self, f: Arc<NextOccurrenceFn>) {
+        self.next_occurrence = Recurrence(Some(f));
     }
 
     /// The same sweeper with another first wait after a failed start.
@@ -112,7 +153,6 @@ impl Sweeper {
         &mut self,
         host: &HostSession,
         control: &mut dyn ContainerControl,
-        next_occurrence: &dyn Fn(&MessageIn) -> Option<NextOccurrence>,
     ) -> Result<SweepOutcome, RuntimeError> {
         let paths = host.paths();
         let counters = (
@@ -141,6 +181,12 @@ impl Sweeper {
             .opts
             .with_wake(self.opts.wake && !held)
             .with_started_at(self.started.get(&paths.dir).copied());
+        let hook = self.next_occurrence.0.clone();
+        let none = |_: &MessageIn| None;
+        let next_occurrence: &dyn Fn(&MessageIn) -> Option<NextOccurrence> = match &hook {
+            Some(f) => &**f,
+            None => &none,
+        };
         let report = match sweep_session(host, control, next_occurrence, opts) {
             Err(
                 e @ RuntimeError::Control {

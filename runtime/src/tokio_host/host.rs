@@ -280,7 +280,7 @@ pub enum HostEvent {
 }
 
 /// The recurrence hook of the sweep (see [`crate::host::sweep_session`]).
-type NextOccurrenceFn = dyn Fn(&MessageIn) -> Option<NextOccurrence> + Send + Sync;
+use crate::host::NextOccurrenceFn;
 
 /// A served session: its host view and its sweeper (quiet marks, start backoff).
 #[derive(Clone)]
@@ -927,7 +927,9 @@ async fn serve<C: AsyncContainerControl, D: AsyncDeliverer>(
                     s
                 }
             };
-            sweeper.sweep(&host, &mut control, &*ctx.next_occurrence)
+            // The hook is the host's (set by its builder after sessions may have been added).
+            sweeper.set_next_occurrence(Arc::clone(&ctx.next_occurrence));
+            sweeper.sweep(&host, &mut control)
         })
         .await
     };

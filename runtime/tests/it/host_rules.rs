@@ -147,16 +147,16 @@ fn a_container_that_fails_to_start_is_backed_off() {
     };
     let mut sweeper =
         Sweeper::new(SweepOptions::default()).with_start_backoff(Duration::from_millis(200));
-    assert!(sweeper.sweep(&h, &mut ctl, &|_| None).is_err());
+    assert!(sweeper.sweep(&h, &mut ctl).is_err());
     assert_eq!(ctl.starts, 1);
     for _ in 0..5 {
-        sweeper.sweep(&h, &mut ctl, &|_| None).unwrap();
+        sweeper.sweep(&h, &mut ctl).unwrap();
     }
     assert_eq!(ctl.starts, 1, "no new attempt while backing off");
     assert!(sweeper.start_held_until(&s.paths.dir).is_some());
     std::thread::sleep(Duration::from_millis(250));
     ctl.fail_starts = false;
-    sweeper.sweep(&h, &mut ctl, &|_| None).unwrap();
+    sweeper.sweep(&h, &mut ctl).unwrap();
     assert_eq!(ctl.starts, 2, "tried again once the backoff passed");
     assert!(sweeper.start_held_until(&s.paths.dir).is_none());
 }
@@ -219,11 +219,11 @@ fn a_fresh_container_is_not_judged_by_its_predecessors_heartbeat() {
         .unwrap();
     let mut ctl = Fake::default();
     let mut sweeper = Sweeper::new(SweepOptions::default());
-    sweeper.sweep(&h, &mut ctl, &|_| None).unwrap();
+    sweeper.sweep(&h, &mut ctl).unwrap();
     assert_eq!(ctl.starts, 1);
     // The next sweep, before the new container's first beat (it never touches the file here).
     s.clock.advance_secs(1);
-    sweeper.sweep(&h, &mut ctl, &|_| None).unwrap();
+    sweeper.sweep(&h, &mut ctl).unwrap();
     assert!(
         ctl.kills.is_empty(),
         "killed on its predecessor's heartbeat: {:?}",
@@ -247,6 +247,6 @@ fn a_fresh_container_is_not_judged_by_its_predecessors_heartbeat() {
     );
     // Never beating at all: the ceiling counts from the start.
     s.clock.advance_secs(31 * 60);
-    sweeper.sweep(&h, &mut ctl, &|_| None).unwrap();
+    sweeper.sweep(&h, &mut ctl).unwrap();
     assert_eq!(ctl.kills.len(), 1, "{:?}", ctl.kills);
 }

@@ -702,39 +702,91 @@ mod sweeper {
             ..Fake::default()
         };
         sessionbus_runtime::heartbeat::touch_at(&s.paths.heartbeat, s.clock.now()).unwrap();
-        assert!(full(&sw.sweep(&h, &mut ctl, &|_| None).unwrap()));
-        assert_eq!(
-            sw.sweep(&h, &mut ctl, &|_| None).unwrap(),
-            SweepOutcome::Quiet
-        );
+        assert!(full(&sw.sweep(&h, &mut ctl).unwrap()));
+        assert_eq!(sw.sweep(&h, &mut ctl).unwrap(), SweepOutcome::Quiet);
         // A message written by another host process changes inbound.db's change counter.
         HostSession::open(s.dir())
             .inbound()
             .write_message(&message("m", "x").build())
             .unwrap();
-        assert!(full(&sw.sweep(&h, &mut ctl, &|_| None).unwrap()));
+        assert!(full(&sw.sweep(&h, &mut ctl).unwrap()));
         // Pending work: never quiet.
-        assert!(full(&sw.sweep(&h, &mut ctl, &|_| None).unwrap()));
+        assert!(full(&sw.sweep(&h, &mut ctl).unwrap()));
         // The container answers: the next full sweep syncs the ack, then the session is quiet.
         s.container()
             .outbound()
             .ack(&["m".into()], &AckStatus::Completed)
             .unwrap();
-        let SweepOutcome::Full(r) = sw.sweep(&h, &mut ctl, &|_| None).unwrap() else {
+        let SweepOutcome::Full(r) = sw.sweep(&h, &mut ctl).unwrap() else {
             panic!("outbound.db changed: expected a full sweep");
         };
         assert_eq!(r.acks.completed, vec!["m"]);
         assert!(
-            full(&sw.sweep(&h, &mut ctl, &|_| None).unwrap()),
+            full(&sw.sweep(&h, &mut ctl).unwrap()),
             "our own sync wrote inbound.db"
         );
-        assert_eq!(
-            sw.sweep(&h, &mut ctl, &|_| None).unwrap(),
-            SweepOutcome::Quiet
-        );
+        assert_eq!(sw.sweep(&h, &mut ctl).unwrap(), SweepOutcome::Quiet);
         // The container stopping is a change too.
         ctl.running = false;
-        assert!(full(&sw.sweep(&h, &mut ctl, &|_| None).unwrap()));
+        assert!(full(&sw.sweep(&h, &mut ctl).unwrap()));
+    }
+
+    #[test]
+    fn the_sweepers_recurrence_hook_continues_a_finished_series_once() {
+        let s = TempSession::new();
+        let h = s.host();
+        let due = s.clock.now().plus_millis(3_600_000);
+        let mut sw = Sweeper::new(SweepOptions::default()).with_next_occurrence(move |done| {
+            Some(sessionbus_store::NextOccurrence {
+                id: format!("{}-next", done.id),
+                process_after: due,
+            })
+        });
+        let mut ctl = Fake {
+            running: true,
+            ..Fake::default()
+        };
+        sessionbus_runtime::heartbeat::touch_at(&s.paths.heartbeat, s.clock.now()).unwrap();
+        h.inbound()
+            .write_message(&message("daily", "report").recurring("0 9 * * *").build())
+            .unwrap();
+        s.container()
+            .outbound()
+            .ack(&["daily".into()], &AckStatus::Completed)
+            .unwrap();
+        let SweepOutcome::Full(r) = sw.sweep(&h, &mut ctl).unwrap() else {
+            panic!("a new session: expected a full sweep");
+        };
+        assert_eq!(r.acks.completed, vec!["daily"]);
+        assert_eq!(r.acks.recurrences.len(), 1, "{r:?}");
+        let next = h
+            .inbound()
+            .message("daily-next")
+            .unwrap()
+            .expect("the next occurrence");
+        assert_eq!(next.process_after.and_then(|t| t.instant()), Some(due));
+        // Continued once: later sweeps add nothing.
+        sw.sweep(&h, &mut ctl).unwrap();
+        sw.sweep(&h, &mut ctl).unwrap();
+        assert!(h.inbound().message("daily-next-next").unwrap().is_none());
+
+        // Without a hook nothing is continued.
+        let t = TempSession::new();
+        let h2 = t.host();
+        let mut plain = Sweeper::new(SweepOptions::default());
+        sessionbus_runtime::heartbeat::touch_at(&t.paths.heartbeat, t.clock.now()).unwrap();
+        h2.inbound()
+            .write_message(&message("weekly", "report").recurring("0 9 * * 1").build())
+            .unwrap();
+        t.container()
+            .outbound()
+            .ack(&["weekly".into()], &AckStatus::Completed)
+            .unwrap();
+        let SweepOutcome::Full(r) = plain.sweep(&h2, &mut ctl).unwrap() else {
+            panic!("a new session: expected a full sweep");
+        };
+        assert_eq!(r.acks.completed, vec!["weekly"]);
+        assert!(r.acks.recurrences.is_empty());
     }
 
     #[test]
@@ -747,13 +799,10 @@ mod sweeper {
             ..Fake::default()
         };
         sessionbus_runtime::heartbeat::touch_at(&s.paths.heartbeat, s.clock.now()).unwrap();
-        assert!(full(&sw.sweep(&h, &mut ctl, &|_| None).unwrap()));
-        assert_eq!(
-            sw.sweep(&h, &mut ctl, &|_| None).unwrap(),
-            SweepOutcome::Quiet
-        );
+        assert!(full(&sw.sweep(&h, &mut ctl).unwrap()));
+        assert_eq!(sw.sweep(&h, &mut ctl).unwrap(), SweepOutcome::Quiet);
         s.clock.advance_secs(31 * 60);
-        let SweepOutcome::Full(r) = sw.sweep(&h, &mut ctl, &|_| None).unwrap() else {
+        let SweepOutcome::Full(r) = sw.sweep(&h, &mut ctl).unwrap() else {
             panic!("the ceiling passed: expected a full sweep");
         };
         assert!(r.killed, "{r:?}");

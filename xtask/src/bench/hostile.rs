@@ -13,7 +13,7 @@ use super::{err, progress, BenchResult};
 use rusqlite::Connection;
 use serde::Serialize;
 use sessionbus_runtime::host::{SweepOptions, Sweeper};
-use sessionbus_store::{HostSession, MessageIn, NextOccurrence, SessionPaths};
+use sessionbus_store::{HostSession, SessionPaths};
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
@@ -102,10 +102,6 @@ fn attacks(claims: u64) -> Vec<(&'static str, String, String)> {
     ]
 }
 
-fn no_next(_: &MessageIn) -> Option<NextOccurrence> {
-    None
-}
-
 /// The child process of one pass: a fresh process, so that its peak RSS is the pass's own
 /// (a long-lived bench process reuses memory it freed earlier). Prints one JSON line.
 pub fn child_main(dir: &Path) -> ExitCode {
@@ -142,7 +138,7 @@ fn pass(paths: &SessionPaths) -> (f64, u64, String) {
     let host = HostSession::open(&paths.dir);
     let mut control = AlwaysRunning::default();
     let mut sweeper = Sweeper::new(SweepOptions::default().with_idle_after(None));
-    let swept = sweeper.sweep(&host, &mut control, &no_next);
+    let swept = sweeper.sweep(&host, &mut control);
     let due = host.due_outbound(1000);
     let ms = start.elapsed().as_secs_f64() * 1e3;
     let peak = own_rss().map(|(_, hwm)| hwm).unwrap_or(0);

@@ -14,14 +14,10 @@ use sessionbus_runtime::host::{
 };
 use sessionbus_runtime::liveness::KillReason;
 use sessionbus_runtime::wake::{Ready, WatchSet, WatchSetOptions};
-use sessionbus_store::{DueOutbound, HostSession, MessageIn, NextOccurrence, SessionPaths};
+use sessionbus_store::{DueOutbound, HostSession, SessionPaths};
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
-
-fn no_next(_: &MessageIn) -> Option<NextOccurrence> {
-    None
-}
 
 /// Refuses nothing and is never called for idle sessions.
 struct Nobody;
@@ -114,7 +110,7 @@ pub fn cold_library(paths: &[SessionPaths]) -> BenchResult<f64> {
     let mut sweeper = Sweeper::new(SweepOptions::default().with_idle_after(None));
     let start = Instant::now();
     for h in &hosts {
-        sweeper.sweep(h, &mut control, &no_next).map_err(err)?;
+        sweeper.sweep(h, &mut control).map_err(err)?;
         deliver_session(h, &mut Nobody, 5).map_err(err)?;
     }
     let us = start.elapsed().as_secs_f64() * 1e6;
@@ -153,14 +149,14 @@ pub fn steady_library(paths: &[SessionPaths], passes: usize) -> BenchResult<f64>
     let _ = set.wait(Duration::ZERO);
     for _ in 0..2 {
         for h in &hosts {
-            sweeper.sweep(h, &mut control, &no_next).map_err(err)?;
+            sweeper.sweep(h, &mut control).map_err(err)?;
         }
     }
     let mut runs = Vec::with_capacity(passes);
     for _ in 0..passes.max(1) {
         let start = Instant::now();
         for h in &hosts {
-            if let SweepOutcome::Full(_) = sweeper.sweep(h, &mut control, &no_next).map_err(err)? {
+            if let SweepOutcome::Full(_) = sweeper.sweep(h, &mut control).map_err(err)? {
                 return Err("an idle session was not recognised as quiet".into());
             }
         }
@@ -242,7 +238,7 @@ fn memory_here(paths: &[SessionPaths]) -> BenchResult<ScaleMemory> {
     }
     for _ in 0..2 {
         for h in &hosts {
-            sweeper.sweep(h, &mut control, &no_next).map_err(err)?;
+            sweeper.sweep(h, &mut control).map_err(err)?;
         }
     }
     let (after, _) = own_rss()?;

@@ -402,13 +402,13 @@ pub fn sweeper_library(paths: &[SessionPaths], sweeps: usize) -> BenchResult<f64
     let mut sweeper = Sweeper::new(SweepOptions::default().with_idle_after(None));
     for _ in 0..2 {
         for h in &hosts {
-            sweeper.sweep(h, &mut control, &no_next).map_err(err)?;
+            sweeper.sweep(h, &mut control).map_err(err)?;
         }
     }
     let start = Instant::now();
     for _ in 0..sweeps {
         for h in &hosts {
-            if let SweepOutcome::Full(_) = sweeper.sweep(h, &mut control, &no_next).map_err(err)? {
+            if let SweepOutcome::Full(_) = sweeper.sweep(h, &mut control).map_err(err)? {
                 return Err("an idle session was not recognised as quiet".into());
             }
         }
