@@ -246,8 +246,20 @@ pub fn read_shape(
     Ok(shape)
 }
 
+/// This build's own migrations failed on an empty in-memory file: a defect of the build, not
+/// of any session file (see [`expected_shape`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("this build's {kind:?} migrations cannot build a fresh file: {detail}")]
+#[non_exhaustive]
+pub struct ShapeError {
+    /// The file kind whose migrations failed.
+    pub kind: FileKind,
+    /// What SQLite or the migration harness said.
+    pub detail: String,
+}
+
 /// The shape a fresh file of `kind` gets from this build's migrations (computed once).
-pub fn expected_shape(kind: FileKind) -> Result<&'static Shape, String> {
+pub fn expected_shape(kind: FileKind) -> Result<&'static Shape, ShapeError> {
     static INBOUND: OnceLock<Result<Shape, String>> = OnceLock::new();
     static OUTBOUND: OnceLock<Result<Shape, String>> = OnceLock::new();
     let slot = match kind {
@@ -261,7 +273,10 @@ pub fn expected_shape(kind: FileKind) -> Result<&'static Shape, String> {
         read_shape(&mut conn, None).map_err(|e| e.to_string())
     })
     .as_ref()
-    .map_err(Clone::clone)
+    .map_err(|detail| ShapeError {
+        kind,
+        detail: detail.clone(),
+    })
 }
 
 /// Tables that belong to each file in any generation (used to spot a swapped pair).
@@ -801,10 +816,10 @@ fn rebuild_session_state(
 /// After migrating, the file's own tables must be exactly what a fresh file gets (column
 /// order aside): otherwise the transaction is rolled back.
 fn verify_shape(c: &mut SqliteConnection, file: &DbFile, op: &'static str) -> Result<(), TxError> {
-    let expected = expected_shape(file.kind()).map_err(|detail| {
+    let expected = expected_shape(file.kind()).map_err(|e| {
         TxError::Db(DbError::Migration {
             at: file.at(op),
-            detail,
+            detail: e.to_string(),
         })
     })?;
     let names: BTreeSet<String> = expected.tables.keys().cloned().collect();
