@@ -10,12 +10,13 @@
 //! and a read-only connection stops with `SQLITE_READONLY_ROLLBACK`, poll after poll, until
 //! the cached name expires: that second was the p99 of a message's wait across the mount.
 //!
-//! Here the existence check opens the journal (`O_RDONLY | O_NONBLOCK | O_NOFOLLOW`). An open
-//! goes to the file server even through a cached name, and the server answers from the real
-//! folder: `ENOENT` means the journal is gone, whatever the cache says. Any other failure (a
-//! link, no permission) is left to the Unix VFS's own check, so nothing is judged differently
-//! from SQLite there. A journal that is really there still counts, so a writer that died
-//! mid-commit is still reported. On a local folder the answer is the same as `stat`'s.
+//! Here, when the Unix VFS's check says a journal is there, the journal is opened to confirm it
+//! (`O_RDONLY | O_NONBLOCK | O_NOFOLLOW`). An open goes to the file server even through a cached
+//! name, and the server answers from the real folder: `ENOENT` means the journal is gone,
+//! whatever the cache says. Any other failure (a link, no permission) leaves the Unix VFS's
+//! answer as it was, and so does the usual case of no journal at all, at the usual cost. A
+//! journal that is really there still counts, so a writer that died mid-commit is still
+//! reported. On a local folder the answer is the same as `stat`'s.
 //!
 //! Every other method is the Unix VFS's own: the struct is a copy of it with another name and
 //! one function pointer replaced, so its `pAppData` (which the Unix methods read) is the same.
@@ -117,13 +118,20 @@ unsafe extern "C" fn x_access(
     if !path.to_bytes().ends_with(b"-journal") {
         return fallback();
     }
+    // The Unix VFS's own answer first: when it finds no journal (the usual case) that stands,
+    // and the check costs what it always did.
+    let rc = fallback();
+    // SAFETY: `out` is SQLite's result slot, checked non-null above.
+    if rc != ffi::SQLITE_OK || unsafe { *out } == 0 {
+        return rc;
+    }
     let exists = match probe(path) {
         Probe::Absent => false,
         // The Unix VFS's rule: an empty regular file is not there.
         Probe::Present { regular, len } => !regular || len > 0,
-        Probe::Undecided => return fallback(),
+        Probe::Undecided => return rc,
     };
-    // SAFETY: `out` is SQLite's result slot, checked non-null above.
+    // SAFETY: as above.
     unsafe { *out = c_int::from(exists) };
     ffi::SQLITE_OK
 }
