@@ -38,10 +38,40 @@ pub struct SweepView {
     /// A finished recurring message has no next occurrence yet (an ack sync must write even
     /// when no final ack is new).
     pub open_series: bool,
-    /// When the host last saw the session do anything (see [`InboundWriter::last_activity`]).
+    /// When the host last saw the session do anything (see [`InboundWriter::last_activity`]);
+    /// `None` when nothing happened yet or [`SweepViewParts::with_last_activity`] was not asked.
     pub last_activity: Option<Timestamp>,
-    /// How many messages are due now (see [`InboundWriter::count_due`]).
-    pub due: usize,
+    /// How many messages are due now (see [`InboundWriter::count_due`]); `None` unless
+    /// [`SweepViewParts::with_due`] asked for it.
+    pub due: Option<usize>,
+}
+
+/// Which of the optional parts of a [`SweepView`] to read (each costs statements on the
+/// connection): a sweep of a running container needs no due count, one without an idle limit
+/// no last activity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepViewParts {
+    last_activity: bool,
+    due: bool,
+}
+
+impl SweepViewParts {
+    /// The pending ids, the claim records and whether a series waits; nothing optional.
+    pub fn core() -> Self {
+        SweepViewParts::default()
+    }
+
+    /// Also when the session last did anything.
+    pub fn with_last_activity(mut self) -> Self {
+        self.last_activity = true;
+        self
+    }
+
+    /// Also how many messages are due now.
+    pub fn with_due(mut self) -> Self {
+        self.due = true;
+        self
+    }
 }
 
 impl InboundWriter {
@@ -64,17 +94,25 @@ impl InboundWriter {
 
     /// Everything one sweep of the session reads from the host's own file, in one open (each
     /// open costs SQLite a parse of the schema): the pending ids, the claim records, whether
-    /// a recurring series waits for its next occurrence, when the session last did anything
-    /// and how many messages are due now.
-    pub fn sweep_view(&self) -> Result<SweepView> {
+    /// a recurring series waits for its next occurrence, and as `parts` asks, when the session
+    /// last did anything and how many messages are due now.
+    pub fn sweep_view(&self, parts: SweepViewParts) -> Result<SweepView> {
         let now = self.clock().now();
         fileio::read_own(self.file(), "read the sweep's view", |c| {
             Ok(SweepView {
                 pending: crate::inbound_writer::pending_ids(c)?,
                 claims: records_on(c)?,
                 open_series: crate::inbound_writer::has_open_series(c)?,
-                last_activity: last_activity_on(c)?,
-                due: crate::inbound_writer::count_due_on(c, now)?,
+                last_activity: if parts.last_activity {
+                    last_activity_on(c)?
+                } else {
+                    None
+                },
+                due: if parts.due {
+                    Some(crate::inbound_writer::count_due_on(c, now)?)
+                } else {
+                    None
+                },
             })
         })
     }

@@ -81,7 +81,7 @@ pub mod stamp;
 pub mod validate;
 
 pub use attachments::Attachment;
-pub use bookkeeping::{ClaimRecord, SweepView};
+pub use bookkeeping::{ClaimRecord, SweepView, SweepViewParts};
 pub use container_session::ContainerSession;
 pub use convert::{convert_to_split, ContainerStopped, Converted};
 pub use error::{Result, StoreError};

@@ -22,7 +22,7 @@ use crate::liveness::{
 use sessionbus_schema::Timestamp;
 use sessionbus_store::{
     AckStatus, ClaimRecord, ContainerState, HostSession, MessageIn, MessageStatus, NextOccurrence,
-    RetryUpdate, SweepView, SyncReport, TimeText,
+    RetryUpdate, SweepView, SweepViewParts, SyncReport, TimeText,
 };
 use std::collections::{BTreeMap, HashSet};
 
@@ -169,8 +169,17 @@ pub fn sweep_session(
     let mut report = SweepReport::default();
     let now = host.clock().now();
     let mut running = control.is_running(&paths);
-    // One open of the own file for everything an idle session needs from it.
-    let view = host.inbound().sweep_view()?;
+    // One open of the own file for everything an idle session needs from it: the due count
+    // only when no container runs (it decides a wake), the last activity only when the idle
+    // rule can apply.
+    let mut parts = SweepViewParts::core();
+    if running && opts.idle_after.is_some() {
+        parts = parts.with_last_activity();
+    }
+    if !running && opts.wake {
+        parts = parts.with_due();
+    }
+    let view = host.inbound().sweep_view(parts)?;
     let pending = &view.pending;
     let observed = match observe(host, &view, next_occurrence)? {
         Ok((observed, sync)) => {
@@ -228,10 +237,9 @@ pub fn sweep_session(
         settle(host, &to_settle, opts.retry, now, &mut report)?;
     }
     let due = |host: &HostSession| -> Result<usize, RuntimeError> {
-        Ok(if unchanged {
-            view.due
-        } else {
-            host.inbound().count_due()?
+        Ok(match view.due.filter(|_| unchanged) {
+            Some(n) => n,
+            None => host.inbound().count_due()?,
         })
     };
     if opts.wake && !running && due(host)? > 0 {
