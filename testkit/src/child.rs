@@ -5,6 +5,7 @@
 //! the program (a no-op when it is up to date) and reads the path from cargo's JSON messages;
 //! a custom target dir is respected. The build happens once per test process.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -42,6 +43,21 @@ pub fn built_executable(
     target_args: &[&str],
     name: &str,
 ) -> Result<PathBuf, String> {
+    let mut found = built_executables(package, target_args, &[name])?;
+    found
+        .remove(name)
+        .ok_or_else(|| format!("cargo built no executable named {name}"))
+}
+
+/// Builds `target_args` of `package` with cargo in one run (for instance
+/// `["--example", "echo_container", "--example", "host"]`) and returns the executable of each
+/// of `names`, as cargo's JSON messages report it (so a custom target dir is respected); an
+/// error names the first one cargo did not report.
+pub fn built_executables(
+    package: &str,
+    target_args: &[&str],
+    names: &[&str],
+) -> Result<BTreeMap<String, PathBuf>, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -54,16 +70,23 @@ pub fn built_executable(
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "cargo build {target_args:?} failed: {}",
+            "cargo build -p {package} {target_args:?} failed: {}",
             out.status
         ));
     }
-    String::from_utf8_lossy(&out.stdout)
+    let mut found = BTreeMap::new();
+    for v in String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find_map(|v| {
-            let exe = v["executable"].as_str()?;
-            (v["target"]["name"].as_str()? == name).then(|| PathBuf::from(exe))
-        })
-        .ok_or_else(|| format!("cargo built no executable named {name}"))
+    {
+        if let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str()) {
+            if names.contains(&name) {
+                found.insert(name.to_string(), PathBuf::from(exe));
+            }
+        }
+    }
+    match names.iter().find(|n| !found.contains_key(**n)) {
+        Some(missing) => Err(format!("cargo built no executable named {missing}")),
+        None => Ok(found),
+    }
 }

@@ -28,42 +28,14 @@ struct Examples {
 fn examples() -> &'static Examples {
     static EX: OnceLock<Result<Examples, String>> = OnceLock::new();
     let built = EX.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "build",
-                "--example",
-                "echo_container",
-                "--example",
-                "host",
-                "-p",
-                "sessionbus-runtime",
-                "--message-format=json-render-diagnostics",
-            ])
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("cargo build --example failed: {}", out.status));
-        }
-        let mut found = BTreeMap::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            if let (Some(name), Some(exe)) =
-                (v["target"]["name"].as_str(), v["executable"].as_str())
-            {
-                found.insert(name.to_string(), PathBuf::from(exe));
-            }
-        }
+        let mut exe = sessionbus_testkit::child::built_executables(
+            "sessionbus-runtime",
+            &["--example", "echo_container", "--example", "host"],
+            &["echo_container", "host"],
+        )?;
         Ok(Examples {
-            echo: found
-                .remove("echo_container")
-                .ok_or("no echo_container executable")?,
-            host: found.remove("host").ok_or("no host executable")?,
+            echo: exe.remove("echo_container").expect("reported"),
+            host: exe.remove("host").expect("reported"),
         })
     });
     match built {

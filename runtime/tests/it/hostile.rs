@@ -32,7 +32,7 @@ use sessionbus_store::{
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -53,42 +53,20 @@ struct Examples {
 fn examples() -> &'static Examples {
     static EX: OnceLock<Examples> = OnceLock::new();
     EX.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "build",
-                "-p",
-                "sessionbus-runtime",
+        let mut exe = sessionbus_testkit::child::built_executables(
+            "sessionbus-runtime",
+            &[
                 "--example",
                 "echo_container",
                 "--example",
                 "hostile_container",
-                "--message-format=json-render-diagnostics",
-            ])
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cargo runs");
-        assert!(out.status.success(), "cargo build --example failed");
-        let mut found = BTreeMap::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            if let (Some(name), Some(exe)) =
-                (v["target"]["name"].as_str(), v["executable"].as_str())
-            {
-                found.insert(name.to_string(), PathBuf::from(exe));
-            }
-        }
+            ],
+            &["echo_container", "hostile_container"],
+        )
+        .expect("building the examples");
         Examples {
-            echo: found
-                .remove("echo_container")
-                .expect("echo_container built"),
-            hostile: found
-                .remove("hostile_container")
-                .expect("hostile_container built"),
+            echo: exe.remove("echo_container").expect("reported"),
+            hostile: exe.remove("hostile_container").expect("reported"),
         }
     })
 }

@@ -3,57 +3,17 @@
 
 use super::*;
 
-/// The workspace root (the folder holding this crate).
-pub(super) fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
 /// Builds both examples and returns the paths of `echo_container` and `host`, as cargo
 /// reports them (so `CARGO_TARGET_DIR` and `build.target-dir` are respected).
 pub fn build_examples() -> Result<(PathBuf, PathBuf), String> {
-    let root = workspace_root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let out = Command::new(&cargo)
-        .current_dir(&root)
-        .args([
-            "build",
-            "--example",
-            "echo_container",
-            "--example",
-            "host",
-            "-p",
-            "sessionbus-runtime",
-            "--message-format=json-render-diagnostics",
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`cargo build --example echo_container --example host -p sessionbus-runtime` \
-             failed ({})",
-            out.status
-        ));
-    }
-    let mut found: HashMap<String, PathBuf> = HashMap::new();
-    for line in out.stdout.lines().map_while(Result::ok) {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if v["reason"] != "compiler-artifact" {
-            continue;
-        }
-        if let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str()) {
-            found.insert(name.to_string(), PathBuf::from(exe));
-        }
-    }
-    let take = |name: &str| {
-        found
-            .get(name)
-            .cloned()
-            .ok_or_else(|| format!("cargo built no `{name}` example (no executable reported)"))
+    let mut exe = sessionbus_testkit::child::built_executables(
+        "sessionbus-runtime",
+        &["--example", "echo_container", "--example", "host"],
+        &["echo_container", "host"],
+    )?;
+    let mut take = |name: &str| {
+        exe.remove(name)
+            .ok_or_else(|| format!("cargo built no `{name}` example"))
     };
     Ok((take("echo_container")?, take("host")?))
 }

@@ -27,9 +27,8 @@ use sessionbus_store::{
 };
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// The agent group the demo's sessions belong to.

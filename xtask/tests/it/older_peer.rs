@@ -130,42 +130,14 @@ struct Examples {
 fn examples() -> &'static Examples {
     static EX: OnceLock<Result<Examples, String>> = OnceLock::new();
     let built = EX.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "build",
-                "-p",
-                "sessionbus-runtime",
-                "--example",
-                "echo_container",
-                "--example",
-                "host",
-                "--message-format=json-render-diagnostics",
-            ])
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("building the examples failed: {}", out.status));
-        }
-        let mut exe = BTreeMap::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            if let (Some(name), Some(path)) =
-                (v["target"]["name"].as_str(), v["executable"].as_str())
-            {
-                exe.insert(name.to_string(), PathBuf::from(path));
-            }
-        }
+        let mut exe = sessionbus_testkit::child::built_executables(
+            "sessionbus-runtime",
+            &["--example", "echo_container", "--example", "host"],
+            &["echo_container", "host"],
+        )?;
         Ok(Examples {
-            echo: exe
-                .remove("echo_container")
-                .ok_or("cargo built no echo_container")?,
-            host: exe.remove("host").ok_or("cargo built no host")?,
+            echo: exe.remove("echo_container").expect("reported"),
+            host: exe.remove("host").expect("reported"),
         })
     });
     match built {
@@ -1392,8 +1364,15 @@ fn b6_the_rust_host_serves_an_older_hosts_unmigrated_folder() {
     c.finish("B6 Rust host on an older host's never-migrated folder");
 }
 
-#[test]
-fn b7_migrated_between_halves_the_rust_host_continues_with_the_older_container() {
+/// An older session on both older sides ("one", "two"), then the operator's `step` on the
+/// session folder, then the Rust host with the older container in bubblewrap as uid 1000
+/// ("three", "four"): the second half answered once, no first-half reply re-delivered, both
+/// files holding every message.
+fn older_session_then_rust_host(
+    name: &str,
+    step: &str,
+    operator: impl FnOnce(&mut Checks, &Path, &Path),
+) {
     peer();
     require_root_and_bwrap();
     let (_tmp, data) = data_dir();
@@ -1410,38 +1389,8 @@ fn b7_migrated_between_halves_the_rust_host_continues_with_the_older_container()
             run.describe()
         ),
     );
-    // The operator converts the folder for the Rust host, the container area handed to the
-    // sandbox's user.
     let dir = session_dir(&data, "s");
-    match convert_to_split(
-        &dir,
-        Some(OWNER),
-        &SystemClock,
-        ContainerStopped::i_have_stopped_the_container(),
-    ) {
-        Ok(Some(_)) => {}
-        Ok(None) => c.check(false, "convert_to_split found nothing to convert"),
-        Err(e) => c.check(false, format!("convert_to_split: {e}")),
-    }
-    // The container's files moved into its area must be the container's now: it writes
-    // outbound.db (and its journal next to it), outbox/ and .heartbeat.
-    let area = dir.join("container");
-    for name in ["outbound.db", "outbox", ".heartbeat"] {
-        use std::os::unix::fs::MetadataExt;
-        if let Ok(m) = std::fs::symlink_metadata(area.join(name)) {
-            c.check(
-                m.uid() == OWNER.uid && m.gid() == OWNER.gid,
-                format!(
-                    "after convert_to_split(.., Some({}:{})): container/{name} belongs to {}:{}, \
-                     so the container cannot write it",
-                    OWNER.uid,
-                    OWNER.gid,
-                    m.uid(),
-                    m.gid()
-                ),
-            );
-        }
-    }
+    operator(&mut c, &data, &dir);
     // Second half: the Rust host, the older container in bubblewrap as uid 1000.
     let second = ["three", "four"];
     let mut args = vec!["--id-prefix", "u"];
@@ -1450,7 +1399,7 @@ fn b7_migrated_between_halves_the_rust_host_continues_with_the_older_container()
     c.check(
         run2.ok(),
         format!(
-            "second half (Rust host + sandboxed older container): {}",
+            "second half (Rust host + sandboxed older container, after {step}): {}",
             run2.describe()
         ),
     );
@@ -1470,75 +1419,77 @@ fn b7_migrated_between_halves_the_rust_host_continues_with_the_older_container()
     let mut sent = pairs("t", ":g", &first);
     sent.extend(pairs("u", "", &second));
     check_files(&mut c, &dir, &sent);
-    c.finish("B7 older host + older container, migrated, then the Rust host");
+    c.finish(name);
+}
+
+#[test]
+fn b7_migrated_between_halves_the_rust_host_continues_with_the_older_container() {
+    older_session_then_rust_host(
+        "B7 older host + older container, migrated, then the Rust host",
+        "convert_to_split",
+        |c, _data, dir| {
+            // The operator converts the folder for the Rust host, the container area handed
+            // to the sandbox's user.
+            match convert_to_split(
+                dir,
+                Some(OWNER),
+                &SystemClock,
+                ContainerStopped::i_have_stopped_the_container(),
+            ) {
+                Ok(Some(_)) => {}
+                Ok(None) => c.check(false, "convert_to_split found nothing to convert"),
+                Err(e) => c.check(false, format!("convert_to_split: {e}")),
+            }
+            // The container's files moved into its area must be the container's now: it
+            // writes outbound.db (and its journal next to it), outbox/ and .heartbeat.
+            let area = dir.join("container");
+            for name in ["outbound.db", "outbox", ".heartbeat"] {
+                use std::os::unix::fs::MetadataExt;
+                if let Ok(m) = std::fs::symlink_metadata(area.join(name)) {
+                    c.check(
+                        m.uid() == OWNER.uid && m.gid() == OWNER.gid,
+                        format!(
+                            "after convert_to_split(.., Some({}:{})): container/{name} belongs \
+                             to {}:{}, so the container cannot write it",
+                            OWNER.uid,
+                            OWNER.gid,
+                            m.uid(),
+                            m.gid()
+                        ),
+                    );
+                }
+            }
+        },
+    );
 }
 
 #[test]
 fn b8_after_cargo_xtask_migrate_the_rust_host_continues_an_older_session() {
-    peer();
-    require_root_and_bwrap();
-    let (_tmp, data) = data_dir();
-    let mut c = Checks::default();
-    // First half: the older implementation on both sides.
-    let first = ["one", "two"];
-    let mut args = vec!["--converse", "--id-prefix", "t"];
-    args.extend(message_args(&first));
-    let run = older_host(&data, "s", &peer().container_wrapper, &args);
-    c.check(
-        run.ok(),
-        format!(
-            "first half (older host + older container): {}",
-            run.describe()
-        ),
+    older_session_then_rust_host(
+        "B8 older session, `cargo xtask migrate`, then the Rust host",
+        "cargo xtask migrate",
+        |c, data, dir| {
+            // The operator's documented path: `cargo xtask migrate --session DIR
+            // --no-containers-running --container-owner 1000:1000`. The operator stopped the
+            // older deployment, so it says so (the caller's word decides before a heartbeat,
+            // and the heartbeat of the container that just stopped is still fresh). The older
+            // stand-in ran its container as root, so the operator names the sandbox's user
+            // that the container's area goes to (by default it would stay root's, the owner
+            // of outbound.db).
+            let migrate = xtask::migrate::MigrateArgs {
+                data_dir: data.to_path_buf(),
+                sessions: vec![dir.to_path_buf()],
+                no_containers_running: true,
+                container_owner: Some(OWNER),
+                ..Default::default()
+            };
+            match xtask::migrate::run(&migrate, &SystemClock, &mut |_| {}) {
+                Ok(report) => c.check(
+                    report.summary.failed == 0,
+                    format!("cargo xtask migrate failed: {:?}", report.summary.failures),
+                ),
+                Err(e) => c.check(false, format!("cargo xtask migrate: {e}")),
+            }
+        },
     );
-    // The operator's documented path: `cargo xtask migrate --session DIR
-    // --no-containers-running --container-owner 1000:1000`. The operator stopped the older
-    // deployment, so it says so (the README: the caller's word decides before a heartbeat,
-    // and the heartbeat of the container that just stopped is still fresh). The older
-    // stand-in ran its container as root, so the operator names the sandbox's user that the
-    // container's area goes to (by default it would stay root's, the owner of outbound.db).
-    let dir = session_dir(&data, "s");
-    let migrate = xtask::migrate::MigrateArgs {
-        data_dir: data.clone(),
-        sessions: vec![dir.clone()],
-        no_containers_running: true,
-        container_owner: Some(OWNER),
-        ..Default::default()
-    };
-    match xtask::migrate::run(&migrate, &SystemClock, &mut |_| {}) {
-        Ok(report) => c.check(
-            report.summary.failed == 0,
-            format!("cargo xtask migrate failed: {:?}", report.summary.failures),
-        ),
-        Err(e) => c.check(false, format!("cargo xtask migrate: {e}")),
-    }
-    // Second half: the Rust host, the older container in bubblewrap.
-    let second = ["three", "four"];
-    let mut args = vec!["--id-prefix", "u"];
-    args.extend(message_args(&second));
-    let run2 = rust_host(&data, "s", &args);
-    c.check(
-        run2.ok(),
-        format!(
-            "second half (Rust host after cargo xtask migrate): {}",
-            run2.describe()
-        ),
-    );
-    let seen2 = replies(&run2.stdout);
-    answered_once(
-        &mut c,
-        &seen2,
-        &pairs("u", "", &second),
-        "second half replies",
-    );
-    c.check(
-        seen2
-            .iter()
-            .all(|r| r.text == "echo: three" || r.text == "echo: four"),
-        format!("the Rust host re-delivered first-half replies: {seen2:?}"),
-    );
-    let mut sent = pairs("t", ":g", &first);
-    sent.extend(pairs("u", "", &second));
-    check_files(&mut c, &dir, &sent);
-    c.finish("B8 older session, `cargo xtask migrate`, then the Rust host");
 }
