@@ -1,47 +1,14 @@
 //! `cargo xtask demo`, run as the real binary in a temp working dir (it builds the runtime's
 //! examples, provisions `./data/...`, runs a host and a killed-and-restarted container).
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Runs `xtask <args>` in `cwd`, failing the test after `timeout`.
+/// Runs `xtask <args>` in `cwd`, failing the test after `timeout`: the exit code and what it
+/// printed (stdout, then stderr).
 fn xtask_in(cwd: &Path, args: &[&str], timeout: Duration) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the xtask binary");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("xtask {args:?} timed out after {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let text = format!("{}{}", out.join().unwrap(), err.join().unwrap());
-    (status.code(), text)
+    let run = super::run::xtask(Some(cwd), args, timeout);
+    (run.code, format!("{}{}", run.stdout, run.stderr))
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod inspect;
 mod migrate;
 mod mountcheck;
 mod older_peer;
+mod run;
 mod soak;
 mod test_suite;
 mod tidy;

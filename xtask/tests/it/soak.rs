@@ -4,45 +4,13 @@
 //! for people (see docs/reliability.md).
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs `xtask <args>`, failing the test after `timeout`; returns the exit code, stdout and
 /// stderr.
 fn xtask(args: &[&str], timeout: Duration) -> (Option<i32>, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the xtask binary");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("xtask {args:?} timed out after {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    (status.code(), out.join().unwrap(), err.join().unwrap())
+    let run = super::run::xtask(None, args, timeout);
+    (run.code, run.stdout, run.stderr)
 }
 
 /// The `key=value` fields of the summary line.
