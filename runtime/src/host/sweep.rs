@@ -179,7 +179,7 @@ pub fn sweep_session(
     if !running && opts.wake {
         parts = parts.with_due();
     }
-    let view = host.inbound().sweep_view(parts)?;
+    let mut view = host.inbound().sweep_view(parts)?;
     let pending = &view.pending;
     let observed = match observe(host, &view, next_occurrence)? {
         Ok((observed, sync)) => {
@@ -196,7 +196,7 @@ pub fn sweep_session(
     report.tool = observed.as_ref().and_then(|o| o.tool.clone());
     // The view's records are of messages pending before the sync; one it finished has left.
     let records = if report.acks.completed.is_empty() && report.acks.failed.is_empty() {
-        view.claims.clone()
+        std::mem::take(&mut view.claims)
     } else {
         host.inbound().claim_records()?
     };
@@ -236,13 +236,13 @@ pub fn sweep_session(
     if !to_settle.is_empty() {
         settle(host, &to_settle, opts.retry, now, &mut report)?;
     }
-    let due = |host: &HostSession| -> Result<usize, RuntimeError> {
+    let due_now = || -> Result<bool, RuntimeError> {
         Ok(match view.due.filter(|_| unchanged) {
-            Some(n) => n,
-            None => host.inbound().count_due()?,
+            Some(n) => n > 0,
+            None => host.inbound().count_due()? > 0,
         })
     };
-    if opts.wake && !running && due(host)? > 0 {
+    if opts.wake && !running && due_now()? {
         control
             .start(&paths)
             .map_err(|source| RuntimeError::Control {

@@ -181,12 +181,8 @@ impl Sweeper {
             .opts
             .with_wake(self.opts.wake && !held)
             .with_started_at(self.started.get(&paths.dir).copied());
-        let hook = self.next_occurrence.0.clone();
-        let none = |_: &MessageIn| None;
-        let next_occurrence: &dyn Fn(&MessageIn) -> Option<NextOccurrence> = match &hook {
-            Some(f) => &**f,
-            None => &none,
-        };
+        let none: &NextOccurrenceFn = &|_| None;
+        let next_occurrence = self.next_occurrence.0.as_deref().unwrap_or(none);
         let report = match sweep_session(host, control, next_occurrence, opts) {
             Err(
                 e @ RuntimeError::Control {
